@@ -1,0 +1,115 @@
+"""The playback clock: what the caller has really heard of each assistant item.
+
+Every 20 ms frame sent to Twilio is followed by a mark. Twilio echoes a mark when the audio
+before it has finished playing, and echoes *every* pending mark at once when it gets `clear`.
+So: a mark echoed while it is pending means "played up to here"; once we send `clear`, the
+pending marks are forgotten and their late echoes are ignored (they mean "cleared"). Mark
+names come from one counter and are never reused, which is the clear epoch in its simplest
+form. No I/O and no clock of its own: callers pass `now` (seconds, monotonic).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+FRAME_MS = 20
+
+
+@dataclass(slots=True)
+class ItemPlayback:
+    """One assistant audio item as the caller experiences it."""
+
+    item_id: str
+    response_id: str
+    audio_ms: float = 0.0  # audio received from upstream for this item
+    sent_ms: int = 0  # framed and sent to Twilio
+    played_ms: int = 0  # confirmed played by echoed marks
+    audio_done: bool = False  # the upstream said this item's audio is complete
+    interrupted: bool = False
+    heard_ms: int | None = None  # fixed at barge-in: what the caller had heard
+
+
+@dataclass(slots=True)
+class _PendingMark:
+    name: str
+    item: ItemPlayback
+    end_ms: int  # item offset when this frame has played
+    sent_at: float
+
+
+@dataclass(slots=True)
+class PlaybackClock:
+    """Pending marks in send order, and the items they belong to."""
+
+    _pending: deque[_PendingMark] = field(default_factory=deque)
+    _by_name: dict[str, _PendingMark] = field(default_factory=dict)
+    _seq: int = 0
+    _last_echo_at: float = 0.0
+    clears: int = 0
+
+    def frame_sent(self, item: ItemPlayback, now: float) -> str:
+        """Account one 20 ms frame of `item` as sent; returns the mark name to send after it."""
+        self._seq += 1
+        name = f"{self.clears}.{self._seq}"
+        item.sent_ms += FRAME_MS
+        mark = _PendingMark(name, item, item.sent_ms, now)
+        self._pending.append(mark)
+        self._by_name[name] = mark
+        return name
+
+    def mark_echoed(self, name: str, now: float) -> ItemPlayback | None:
+        """Twilio echoed `name`. Returns the item whose played time advanced, or None when the
+        echo is stale (cleared) or unknown."""
+        mark = self._by_name.pop(name, None)
+        if mark is None:
+            return None
+        # Echoes come in order; anything still ahead of this one was played as well.
+        while self._pending:
+            head = self._pending.popleft()
+            if head is not mark:
+                self._by_name.pop(head.name, None)
+                head.item.played_ms = max(head.item.played_ms, head.end_ms)
+                continue
+            break
+        mark.item.played_ms = max(mark.item.played_ms, mark.end_ms)
+        self._last_echo_at = now
+        return mark.item
+
+    @property
+    def playing(self) -> bool:
+        """True while the caller still has assistant audio in their ear (frames unconfirmed)."""
+        return bool(self._pending)
+
+    def pending_items(self) -> list[ItemPlayback]:
+        """Items with unconfirmed frames, in play order (the first is the one being heard)."""
+        items: list[ItemPlayback] = []
+        for mark in self._pending:
+            if not items or items[-1] is not mark.item:
+                items.append(mark.item)
+        return items
+
+    def heard_ms(self, item: ItemPlayback, now: float) -> int:
+        """What the caller has heard of `item` at `now`.
+
+        Confirmed marks give a lower bound at 20 ms resolution; the frame playing now has
+        been playing since the later of the last echo and its own sending, so add that much,
+        capped at one frame. The error is thus bounded by one frame even if the clock lies.
+        """
+        heard = item.played_ms
+        if self._pending and self._pending[0].item is item:
+            head = self._pending[0]
+            start = head.end_ms - FRAME_MS
+            elapsed_ms = (now - max(self._last_echo_at, head.sent_at)) * 1000.0
+            heard = max(heard, start + round(min(max(elapsed_ms, 0.0), FRAME_MS)))
+        return min(heard, int(item.audio_ms))
+
+    def item_finished(self, item: ItemPlayback) -> bool:
+        """All of the item's audio has arrived, been sent and been confirmed played."""
+        return item.audio_done and not any(m.item is item for m in self._pending)
+
+    def clear(self) -> None:
+        """We sent Twilio `clear`: forget pending marks so their echoes are not taken as played."""
+        self._pending.clear()
+        self._by_name.clear()
+        self.clears += 1

@@ -1,0 +1,193 @@
+"""The bridge's own vocabulary of Realtime server events, the same for every dialect.
+
+The call logic only ever sees these; `dialect.py` is the one place that knows the wire names.
+Small frozen dataclasses: cheap to build per event, impossible to mutate by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdated:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    item_id: str | None
+    audio_start_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    item_id: str | None
+    audio_end_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InputCommitted:
+    item_id: str
+    previous_item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemAdded:
+    """An item entered the conversation (user audio, user text, assistant message, tool call)."""
+
+    item_id: str
+    previous_item_id: str | None
+    type: str
+    role: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscript:
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscriptFailed:
+    item_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreated:
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputItemAdded:
+    response_id: str
+    item_id: str
+    type: str
+    role: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDelta:
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    response_id: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDone:
+    response_id: str
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    response_id: str
+    status: str
+    reason: str | None = None
+    # Function calls carried in `response.output`, for peers that skip the arguments events.
+    function_calls: tuple[FunctionCall, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTruncated:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamError:
+    code: str | None
+    message: str
+    type: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed event the bridge has no use for (rate limits, deltas we don't need)."""
+
+    type: str
+
+
+ServerEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SpeechStarted
+    | SpeechStopped
+    | InputCommitted
+    | ItemAdded
+    | InputTranscript
+    | InputTranscriptFailed
+    | ResponseCreated
+    | OutputItemAdded
+    | AudioDelta
+    | AudioDone
+    | TranscriptDone
+    | FunctionCall
+    | ResponseDone
+    | ItemTruncated
+    | UpstreamError
+    | Ignored
+)
+
+AudioFormat = Literal["pcm16", "pcmu"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDetection:
+    """Server-side turn detection; `None` fields are left to the provider's defaults."""
+
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float | None = None
+    prefix_padding_ms: int | None = None
+    silence_duration_ms: int | None = None
+    idle_timeout_ms: int | None = None
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+    create_response: bool = True
+    interrupt_response: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTool:
+    name: str
+    description: str
+    parameters: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """What one call's Realtime session should be, independent of the wire dialect."""
+
+    instructions: str
+    voice: str = "alloy"
+    audio_format: AudioFormat = "pcm16"
+    speed: float | None = None
+    transcription_model: str | None = "gpt-4o-mini-transcribe"
+    transcription_language: str | None = None
+    turn_detection: TurnDetection = field(default_factory=TurnDetection)
+    tools: tuple[FunctionTool, ...] = ()
+    tool_choice: Literal["auto", "none", "required"] = "auto"
+    max_output_tokens: int | None = None

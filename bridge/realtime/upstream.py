@@ -1,0 +1,91 @@
+"""Where and how to open a call's Realtime session: URL, auth headers, the socket itself.
+
+OpenAI GA: `wss://api.openai.com/v1/realtime?model=…` with a Bearer key. Azure GA:
+`{endpoint}/openai/v1/realtime?model={deployment}` with an `api-key` header. Azure preview
+(`AZURE_OPENAI_API_VERSION` set): `{endpoint}/openai/realtime?api-version=…&deployment=…`,
+spoken in the beta dialect. `REALTIME_URL` replaces the URL and keeps the provider's headers.
+Keys go in headers only: URLs end up in logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from bridge.settings import Settings
+
+# Server events are small except audio deltas (a second of 24 kHz PCM16 is 64 KiB of base64);
+# 4 MiB leaves room for long transcripts and session echoes while refusing nonsense.
+UPSTREAM_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    url: str
+    headers: dict[str, str] = field(repr=False)
+    dialect: str
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its query, for logs."""
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _azure_base(endpoint: str) -> tuple[str, str]:
+    parts = urlsplit(endpoint)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    return scheme, parts.netloc
+
+
+def upstream_target(settings: Settings, local_url: str | None = None) -> UpstreamTarget:
+    """The upstream URL and headers for the configured provider."""
+    provider = settings.provider
+    headers: dict[str, str] = {}
+    if provider == "openai":
+        key = settings.OPENAI_API_KEY.get_secret_value() if settings.OPENAI_API_KEY else ""
+        headers["Authorization"] = f"Bearer {key}"
+        query = urlencode({"model": settings.OPENAI_REALTIME_MODEL})
+        url = f"wss://api.openai.com/v1/realtime?{query}"
+    elif provider == "azure":
+        key = (
+            settings.AZURE_OPENAI_API_KEY.get_secret_value()
+            if settings.AZURE_OPENAI_API_KEY
+            else ""
+        )
+        headers["api-key"] = key
+        scheme, host = _azure_base(settings.AZURE_OPENAI_ENDPOINT or "")
+        deployment = settings.AZURE_OPENAI_DEPLOYMENT or ""
+        if settings.AZURE_OPENAI_API_VERSION:
+            query = urlencode(
+                {"api-version": settings.AZURE_OPENAI_API_VERSION, "deployment": deployment}
+            )
+            url = f"{scheme}://{host}/openai/realtime?{query}"
+        else:
+            url = f"{scheme}://{host}/openai/v1/realtime?{urlencode({'model': deployment})}"
+    else:
+        query = urlencode({"model": "local"})
+        url = f"{local_url or 'ws://127.0.0.1:8765/v1/realtime'}?{query}"
+    if settings.REALTIME_URL:
+        url = settings.REALTIME_URL
+    if settings.dialect == "beta" and provider == "openai":
+        headers["OpenAI-Beta"] = "realtime=v1"
+    return UpstreamTarget(url=url, headers=headers, dialect=settings.dialect)
+
+
+async def connect(target: UpstreamTarget) -> ClientConnection:
+    """Open the Realtime socket. Raises OSError / websockets errors / TimeoutError on failure."""
+    return await websockets.connect(
+        target.url,
+        additional_headers=target.headers,
+        max_size=UPSTREAM_MAX_MESSAGE_BYTES,
+        open_timeout=CONNECT_TIMEOUT_S,
+        compression=None,  # audio does not compress; deflate would only cost CPU
+        ping_interval=20,
+        ping_timeout=20,
+        close_timeout=1,
+    )

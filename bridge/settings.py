@@ -1,0 +1,224 @@
+"""Process settings: read once from the environment (and `.env`), validated into typed values.
+
+Every variable name here is part of the product's outside (`shared/design/interface.md`); a bad
+combination fails at start-up with the variable's name and the reason, never mid-call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Provider = Literal["openai", "azure", "local"]
+AudioMode = Literal["pcm16", "pcmu"]
+
+
+class SettingsError(Exception):
+    """A configuration problem, worded for the operator who has to fix it."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for `localhost` and loopback addresses, the only hosts allowed plain http/ws."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """All environment variables of interface.md, typed. Secrets are `SecretStr` so they never
+    print by accident."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    PUBLIC_URL: str | None = None
+    TWILIO_ACCOUNT_SID: str | None = None
+    TWILIO_AUTH_TOKEN: SecretStr | None = None
+    TWILIO_API_BASE_URL: str = "https://api.twilio.com"
+
+    REALTIME_PROVIDER: Provider | None = None
+    OPENAI_API_KEY: SecretStr | None = None
+    OPENAI_REALTIME_MODEL: str = "gpt-realtime"
+    AZURE_OPENAI_ENDPOINT: str | None = None
+    AZURE_OPENAI_API_KEY: SecretStr | None = None
+    AZURE_OPENAI_DEPLOYMENT: str | None = None
+    AZURE_OPENAI_API_VERSION: str | None = None
+    REALTIME_URL: str | None = None
+    REALTIME_AUDIO: AudioMode = "pcm16"
+
+    TAVILY_API_KEY: SecretStr | None = None
+    TAVILY_API_BASE_URL: str | None = None
+
+    PERSONA_FILE: str | None = None
+
+    MAX_CONCURRENT_CALLS: int = Field(default=100, ge=1)
+    MAX_CALL_SECONDS: float = Field(default=1800.0, gt=0)
+    IDLE_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
+    DRAIN_TIMEOUT_SECONDS: float = Field(default=30.0, ge=0)
+
+    LOG_FORMAT: Literal["json", "console"] = "json"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator(
+        "PUBLIC_URL",
+        "TWILIO_ACCOUNT_SID",
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_DEPLOYMENT",
+        "AZURE_OPENAI_API_VERSION",
+        "REALTIME_URL",
+        "TAVILY_API_BASE_URL",
+        "PERSONA_FILE",
+        "REALTIME_PROVIDER",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `.env.example` copies leave variables present but empty; treat them as unset.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "TWILIO_AUTH_TOKEN",
+        "OPENAI_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "TAVILY_API_KEY",
+        mode="before",
+    )
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("REALTIME_AUDIO", "LOG_FORMAT", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.PUBLIC_URL is not None:
+            parts = urlsplit(self.PUBLIC_URL)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ValueError(
+                    f"PUBLIC_URL={self.PUBLIC_URL!r}: expected an absolute https URL "
+                    "such as https://voice.example.com"
+                )
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+                raise ValueError(
+                    f"PUBLIC_URL={self.PUBLIC_URL!r}: must be https (Twilio only reaches "
+                    "public servers over TLS); plain http is allowed for loopback hosts only"
+                )
+            if parts.query or parts.fragment:
+                raise ValueError(f"PUBLIC_URL={self.PUBLIC_URL!r}: no query or fragment allowed")
+        if self.REALTIME_URL is not None:
+            scheme = urlsplit(self.REALTIME_URL).scheme
+            if scheme not in ("wss", "ws"):
+                raise ValueError(
+                    f"REALTIME_URL={self.REALTIME_URL!r}: must be a ws:// or wss:// URL"
+                )
+        provider = self.provider
+        if provider == "openai" and self.OPENAI_API_KEY is None:
+            raise ValueError("REALTIME_PROVIDER=openai needs OPENAI_API_KEY")
+        if provider == "azure":
+            missing = [
+                name
+                for name in (
+                    "AZURE_OPENAI_ENDPOINT",
+                    "AZURE_OPENAI_API_KEY",
+                    "AZURE_OPENAI_DEPLOYMENT",
+                )
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"REALTIME_PROVIDER=azure needs {', '.join(missing)}")
+            if self.AZURE_OPENAI_ENDPOINT and urlsplit(self.AZURE_OPENAI_ENDPOINT).scheme not in (
+                "https",
+                "http",
+                "wss",
+                "ws",
+            ):
+                raise ValueError(
+                    f"AZURE_OPENAI_ENDPOINT={self.AZURE_OPENAI_ENDPOINT!r}: expected "
+                    "https://{resource}.openai.azure.com"
+                )
+        return self
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def provider(self) -> Provider:
+        """The provider in force: explicit, else inferred from which credentials are present."""
+        if self.REALTIME_PROVIDER is not None:
+            return self.REALTIME_PROVIDER
+        if self.OPENAI_API_KEY is not None:
+            return "openai"
+        if self.AZURE_OPENAI_ENDPOINT is not None:
+            return "azure"
+        return "local"
+
+    @property
+    def signed(self) -> bool:
+        """With a Twilio auth token every webhook and stream must be signed (production mode)."""
+        return self.TWILIO_AUTH_TOKEN is not None
+
+    @property
+    def dialect(self) -> Literal["ga", "beta"]:
+        """Azure preview api-versions speak the beta event shapes; everything else is GA."""
+        if self.provider == "azure" and self.AZURE_OPENAI_API_VERSION:
+            return "beta"
+        return "ga"
+
+    def stream_url(self, request_host: str | None = None, request_scheme: str = "http") -> str:
+        """The `<Stream url>`: PUBLIC_URL with https→wss (http→ws) and path /media-stream.
+
+        Only without PUBLIC_URL (local mode) does it follow the request's own host.
+        """
+        if self.PUBLIC_URL is not None:
+            parts = urlsplit(self.PUBLIC_URL)
+            scheme = "wss" if parts.scheme == "https" else "ws"
+            return urlunsplit((scheme, parts.netloc, "/media-stream", "", ""))
+        scheme = "wss" if request_scheme in ("https", "wss") else "ws"
+        return f"{scheme}://{request_host or '127.0.0.1:8080'}/media-stream"
+
+    def public_http_url(self, path: str) -> str | None:
+        """The URL Twilio requested for `path`, rebuilt from PUBLIC_URL (signature checks)."""
+        if self.PUBLIC_URL is None:
+            return None
+        parts = urlsplit(self.PUBLIC_URL)
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+    def secrets(self) -> list[str]:
+        """Every secret value in force, so the log redactor can scrub them."""
+        values = [
+            self.TWILIO_AUTH_TOKEN,
+            self.OPENAI_API_KEY,
+            self.AZURE_OPENAI_API_KEY,
+            self.TAVILY_API_KEY,
+        ]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise `SettingsError` with one line per problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

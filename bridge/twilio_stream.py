@@ -1,0 +1,181 @@
+"""Twilio Media Streams messages: parse what Twilio sends, build what we may send back.
+
+Pure functions, no I/O. Parsing is strict about shape (a malformed message is a
+`StreamProtocolError` naming the problem) and lenient about what Twilio does not document
+(frame sizes, extra fields). Outbound messages are built as strings directly: base64 needs
+no JSON escaping, and this runs for every 20 ms frame of every call.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+# Twilio's own messages are a few hundred bytes; a media frame of 20 ms is ~400. A cap far
+# above any legitimate message stops a peer from making us parse megabytes.
+MAX_MESSAGE_BYTES = 64 * 1024
+_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class StreamProtocolError(ValueError):
+    """A message that breaks the Media Streams protocol (Twilio would raise 31951)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    tracks: tuple[str, ...]
+    encoding: str
+    sample_rate: int
+    channels: int
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    stream_sid: str
+    payload: str
+    track: str
+    timestamp_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    stream_sid: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    stream_sid: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    stream_sid: str
+    call_sid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    event: str
+
+
+TwilioEvent = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
+
+
+def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
+    value = msg.get(key)
+    if not isinstance(value, dict):
+        raise StreamProtocolError(f"'{msg.get('event')}' message without a '{key}' object")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise StreamProtocolError(f"{where}: '{key}' missing or not a string")
+    return value
+
+
+def _sid(obj: dict[str, Any], key: str, where: str) -> str:
+    value = _str(obj, key, where)
+    if not _SID.match(value):
+        raise StreamProtocolError(f"{where}: '{key}' is not a valid SID")
+    return value
+
+
+def parse(raw: str | bytes) -> TwilioEvent:
+    """Parse one Media Streams message. Raises `StreamProtocolError` on anything malformed."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise StreamProtocolError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise StreamProtocolError(f"malformed JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise StreamProtocolError("message is not a JSON object")
+    event = msg.get("event")
+    if event == "media":
+        media = _obj(msg, "media")
+        payload = media.get("payload")
+        if not isinstance(payload, str):
+            raise StreamProtocolError("media: 'payload' missing or not a string")
+        ts = media.get("timestamp")
+        try:
+            timestamp = int(ts) if ts is not None else None
+        except (TypeError, ValueError):
+            timestamp = None
+        return Media(
+            stream_sid=_sid(msg, "streamSid", "media"),
+            payload=payload,
+            track=str(media.get("track", "inbound")),
+            timestamp_ms=timestamp,
+        )
+    if event == "mark":
+        return Mark(_sid(msg, "streamSid", "mark"), _str(_obj(msg, "mark"), "name", "mark"))
+    if event == "start":
+        start = _obj(msg, "start")
+        fmt = start.get("mediaFormat") or {}
+        if not isinstance(fmt, dict):
+            raise StreamProtocolError("start: 'mediaFormat' is not an object")
+        params = start.get("customParameters") or {}
+        if not isinstance(params, dict):
+            raise StreamProtocolError("start: 'customParameters' is not an object")
+        tracks = start.get("tracks") or ["inbound"]
+        return Start(
+            stream_sid=_sid(start, "streamSid", "start"),
+            call_sid=_sid(start, "callSid", "start"),
+            account_sid=str(start.get("accountSid", "")),
+            tracks=tuple(str(t) for t in tracks) if isinstance(tracks, list) else ("inbound",),
+            encoding=str(fmt.get("encoding", "audio/x-mulaw")),
+            sample_rate=int(fmt.get("sampleRate", 8000)),
+            channels=int(fmt.get("channels", 1)),
+            custom_parameters={str(k): str(v) for k, v in params.items()},
+        )
+    if event == "dtmf":
+        digit = _str(_obj(msg, "dtmf"), "digit", "dtmf")
+        if len(digit) != 1 or digit not in "0123456789*#ABCD":
+            raise StreamProtocolError(f"dtmf: invalid digit {digit!r}")
+        return Dtmf(_sid(msg, "streamSid", "dtmf"), digit)
+    if event == "stop":
+        stop = msg.get("stop") if isinstance(msg.get("stop"), dict) else {}
+        return Stop(_sid(msg, "streamSid", "stop"), stop.get("callSid"))
+    if event == "connected":
+        return Connected(str(msg.get("protocol", "")), str(msg.get("version", "")))
+    if not isinstance(event, str):
+        raise StreamProtocolError("message without an 'event' string")
+    return Unknown(event[:64])
+
+
+# Outbound: the only three messages a server may send on a bidirectional stream.
+
+
+def media_message(stream_sid: str, payload_b64: str) -> str:
+    return (
+        '{"event":"media","streamSid":"'
+        + stream_sid
+        + '","media":{"payload":"'
+        + payload_b64
+        + '"}}'
+    )
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    return '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":"' + name + '"}}'
+
+
+def clear_message(stream_sid: str) -> str:
+    return '{"event":"clear","streamSid":"' + stream_sid + '"}'
