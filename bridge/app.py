@@ -1,0 +1,150 @@
+"""The HTTP and WebSocket surface (interface.md): webhook, media stream, health, metrics.
+
+Routes are thin: they read the request, ask `Bridge` (the process-wide state: settings,
+personas, live calls, draining) and hand the media stream to `stream.py`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import PlainTextResponse, Response
+from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
+
+from bridge.logs import get_logger
+from bridge.persona import DEFAULT_PERSONA, Persona
+from bridge.realtime.upstream import UpstreamTarget, upstream_target
+from bridge.settings import Settings
+from bridge.stream import CallRuntime, handle_media_stream
+
+log = get_logger("voicebridge.app")
+
+UNAVAILABLE_SAY = (
+    "Sorry, our assistant is not available right now. Please call again later. Goodbye."
+)
+BUSY_SAY = (
+    "Sorry, all of our lines are busy right now. Please call again in a few minutes. Goodbye."
+)
+MAX_FORM_BYTES = 64 * 1024
+
+
+class Bridge:
+    """Process-wide state shared by the routes."""
+
+    def __init__(self, settings: Settings, persona: Persona | None = None) -> None:
+        self.settings = settings
+        self.persona = persona or DEFAULT_PERSONA
+        self.active_calls = 0
+        self.draining = False
+        self.runtimes: set[CallRuntime] = set()
+        self.local_engine_url: str | None = None
+
+    def persona_for(self, name: str | None) -> Persona:
+        return self.persona
+
+    def upstream_target(self) -> UpstreamTarget:
+        return upstream_target(self.settings, self.local_engine_url)
+
+    @property
+    def accepting(self) -> bool:
+        return not self.draining and self.active_calls < self.settings.MAX_CONCURRENT_CALLS
+
+    def call_started(self) -> None:
+        self.active_calls += 1
+
+    def call_ended(self) -> None:
+        self.active_calls -= 1
+
+
+def _twiml(body: VoiceResponse) -> Response:
+    return Response(content=str(body), media_type="text/xml")
+
+
+def busy_twiml() -> VoiceResponse:
+    response = VoiceResponse()
+    response.say(BUSY_SAY)
+    response.hangup()
+    return response
+
+
+def connect_twiml(stream_url: str, parameters: dict[str, str]) -> VoiceResponse:
+    """`<Connect><Stream>` with the per-call `<Parameter>`s, then the fallback for when the
+    stream ends without the agent having ended the call (upstream down, bridge restarting)."""
+    response = VoiceResponse()
+    connect = Connect()
+    stream = Stream(url=stream_url)
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    connect.append(stream)
+    response.append(connect)
+    response.say(UNAVAILABLE_SAY)
+    response.hangup()
+    return response
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if request.method != "POST":
+        return dict(request.query_params)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def create_app(settings: Settings, persona: Persona | None = None) -> FastAPI:
+    """Build the ASGI app. `app.state.bridge` is the shared state."""
+    bridge = Bridge(settings, persona)
+    app = FastAPI(title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.bridge = bridge
+
+    @app.api_route("/incoming-call", methods=["GET", "POST"])
+    async def incoming_call(request: Request) -> Response:
+        form = await _form(request)
+        call_sid = form.get("CallSid", "")
+        if not bridge.accepting:
+            log.warning(
+                "call_rejected",
+                call_sid=call_sid,
+                reason="draining" if bridge.draining else "at capacity",
+            )
+            return _twiml(busy_twiml())
+        persona = bridge.persona_for(None)
+        stream_url = settings.stream_url(request.headers.get("host"), request.url.scheme)
+        parameters = {
+            "From": form.get("From", ""),
+            "To": form.get("To", ""),
+            "persona": persona.name,
+        }
+        log.info("webhook", call_sid=call_sid, stream_url=stream_url)
+        return _twiml(connect_twiml(stream_url, parameters))
+
+    @app.websocket("/media-stream")
+    async def media_stream(ws: WebSocket) -> None:
+        await handle_media_stream(ws, bridge)
+
+    @app.post("/stream-status")
+    async def stream_status(request: Request) -> Response:
+        form = await _form(request)
+        log.info(
+            "stream_status",
+            call_sid=form.get("CallSid", ""),
+            stream_sid=form.get("StreamSid", ""),
+            status=form.get("StreamEvent", ""),
+            error=form.get("StreamError"),
+        )
+        return Response(status_code=204)
+
+    @app.get("/healthz")
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz")
+    async def readyz() -> PlainTextResponse:
+        if bridge.draining:
+            return PlainTextResponse("draining", status_code=503)
+        if not bridge.accepting:
+            return PlainTextResponse("at capacity", status_code=503)
+        return PlainTextResponse("ready")
+
+    return app

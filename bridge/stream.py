@@ -1,0 +1,317 @@
+"""The media-stream adapter: one Twilio socket, one upstream socket, one `Call` between them.
+
+Two pumps read the two sockets and feed the `Call`; after each event the outboxes are sent.
+Only the upstream pump ever writes to the Twilio socket (every message to Twilio is caused
+by an upstream event), so frames, marks and `clear` leave in exactly the order the `Call`
+decided, and no frame can slip out behind a `clear`. Writes to the upstream socket come from
+both pumps and from tool tasks; each takes the outbox whole before awaiting, so nothing is
+sent twice or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from bridge import twilio_stream as tw
+from bridge.audio import make_pipeline
+from bridge.call import BargeIn, Call, End, Log, PlaybackIdle, RunTool
+from bridge.logs import get_logger
+from bridge.realtime.dialect import Dialect, UpstreamProtocolError
+from bridge.realtime.upstream import connect
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+log = get_logger("voicebridge.stream")
+
+START_TIMEOUT_S = 10.0
+# A peer that sends this many malformed messages is not Twilio; end its call.
+MAX_PROTOCOL_ERRORS = 20
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_NORMAL = 1000
+CLOSE_UPSTREAM_FAILED = 1011
+
+
+class StreamClosed(Exception):
+    """The stream ended before `start` arrived."""
+
+
+@dataclass
+class CallRuntime:
+    """The sockets and tasks of one live call, so shutdown can find and release them."""
+
+    call: Call
+    twilio: WebSocket
+    upstream: ClientConnection
+    dialect: Dialect
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    end_reason: str | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _await_start(ws: WebSocket) -> tw.Start:
+    """Read until `start`. `connected` comes first; anything else before `start` is a breach."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise StreamClosed("socket closed before start")
+        text = message.get("text")
+        if text is None:
+            raise tw.StreamProtocolError("binary frame before start")
+        event = tw.parse(text)
+        if isinstance(event, tw.Start):
+            return event
+        if isinstance(event, tw.Connected):
+            continue
+        raise tw.StreamProtocolError(f"{type(event).__name__.lower()} before start")
+
+
+async def _close_twilio(ws: WebSocket, code: int, reason: str = "") -> None:
+    if (
+        ws.client_state == WebSocketState.CONNECTED
+        and ws.application_state == WebSocketState.CONNECTED
+    ):
+        with contextlib.suppress(Exception):
+            await ws.close(code=code, reason=reason[:120])
+
+
+async def handle_media_stream(ws: WebSocket, bridge: Bridge) -> None:
+    """Serve one Twilio Media Stream from `accept` to the last log line."""
+    await ws.accept()
+    try:
+        start = await asyncio.wait_for(_await_start(ws), START_TIMEOUT_S)
+    except (StreamClosed, WebSocketDisconnect):
+        return
+    except TimeoutError:
+        log.warning("stream_rejected", reason="no start message within timeout")
+        await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "no start")
+        return
+    except tw.StreamProtocolError as exc:
+        log.warning("stream_rejected", reason=str(exc))
+        await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "protocol error")
+        return
+
+    structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
+    try:
+        await _run_call(ws, bridge, start)
+    finally:
+        structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
+
+
+async def _run_call(ws: WebSocket, bridge: Bridge, start: tw.Start) -> None:
+    params = start.custom_parameters
+    persona = bridge.persona_for(params.get("persona"))
+    settings = bridge.settings
+    audio_mode = settings.REALTIME_AUDIO
+    caller = params.get("From", "")
+    call = Call(
+        stream_sid=start.stream_sid,
+        call_sid=start.call_sid,
+        dialect=Dialect(settings.dialect),
+        audio=make_pipeline(audio_mode),
+        session=persona.session_config(audio_mode, caller_number=caller),
+        greeting=persona.greeting,
+        started_at=time.monotonic(),
+    )
+    log.info(
+        "call_started",
+        **{"from": caller, "to": params.get("To", "")},
+        persona=persona.name,
+        provider=settings.provider,
+        audio=audio_mode,
+    )
+    bridge.call_started()
+    try:
+        target = bridge.upstream_target()
+        try:
+            upstream = await connect(target)
+        except Exception as exc:  # any failure to open: DNS, TLS, 401, timeout
+            log.error("upstream_connect_failed", url=target.safe_url, error=_describe(exc))
+            _finish(call, "upstream_failed")
+            # Closing the stream lets Twilio continue with the TwiML after </Connect>:
+            # the fallback apology, so the caller is never left in silence.
+            await _close_twilio(ws, CLOSE_UPSTREAM_FAILED, "upstream unavailable")
+            return
+        runtime = CallRuntime(call=call, twilio=ws, upstream=upstream, dialect=call.dialect)
+        bridge.runtimes.add(runtime)
+        try:
+            await _pump(runtime, bridge)
+        finally:
+            bridge.runtimes.discard(runtime)
+    finally:
+        bridge.call_ended()
+
+
+async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
+    call = rt.call
+    call.upstream_opened(time.monotonic())
+    await _send_upstream(rt)
+    twilio_task = asyncio.create_task(_twilio_pump(rt), name=f"twilio:{call.call_sid}")
+    upstream_task = asyncio.create_task(
+        _upstream_pump(rt, bridge), name=f"upstream:{call.call_sid}"
+    )
+    rt.tasks.update((twilio_task, upstream_task))
+    try:
+        done, _ = await asyncio.wait(
+            (twilio_task, upstream_task), return_when=asyncio.FIRST_COMPLETED
+        )
+        first = done.pop()
+        reason = first.result() if not first.cancelled() and first.exception() is None else "error"
+        if first.exception() is not None:
+            log.error("call_failed", error=_describe(first.exception()))
+    finally:
+        for task in list(rt.tasks):
+            task.cancel()
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
+        rt.tasks.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rt.upstream.close(), 1.0)
+        await _close_twilio(rt.twilio, CLOSE_NORMAL)
+    _finish(call, rt.end_reason or reason)
+    rt.ended.set()
+
+
+async def _twilio_pump(rt: CallRuntime) -> str:
+    call, ws = rt.call, rt.twilio
+    errors = 0
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return "caller_hangup"
+        text = message.get("text")
+        now = time.monotonic()
+        try:
+            if text is None:
+                raise tw.StreamProtocolError("binary frame (Media Streams is text only)")
+            call.on_twilio(tw.parse(text), now)
+        except (tw.StreamProtocolError, ValueError) as exc:
+            errors += 1
+            log.warning("twilio_message_rejected", error=str(exc), count=errors)
+            if errors >= MAX_PROTOCOL_ERRORS:
+                return "protocol_error"
+            continue
+        if call.upstream_out:
+            await _send_upstream(rt)
+        if call.effects:
+            reason = _apply_effects(rt, now)
+            if reason:
+                return reason
+
+
+async def _upstream_pump(rt: CallRuntime, bridge: Bridge) -> str:
+    call, upstream, dialect = rt.call, rt.upstream, rt.dialect
+    try:
+        async for raw in upstream:
+            received = time.perf_counter()
+            now = time.monotonic()
+            try:
+                event = dialect.decode(raw)
+            except UpstreamProtocolError as exc:
+                log.warning("upstream_message_rejected", error=str(exc))
+                continue
+            call.on_upstream(event, now)
+            clear_sent_at = None
+            if call.twilio_out:
+                clear_sent_at = await _send_twilio(rt)
+            if call.upstream_out:
+                await _send_upstream(rt)
+            if call.effects:
+                reason = _apply_effects(rt, now, received, clear_sent_at, bridge)
+                if reason:
+                    return reason
+    except ConnectionClosed:
+        pass
+    return "upstream_closed"
+
+
+async def _send_twilio(rt: CallRuntime) -> float | None:
+    """Send the Twilio outbox in order; returns when the first message left (the `clear` of a
+    barge-in is always first)."""
+    out, rt.call.twilio_out = rt.call.twilio_out, []
+    send = rt.twilio.send_text
+    first_sent_at = None
+    for message in out:
+        await send(message)
+        if first_sent_at is None:
+            first_sent_at = time.perf_counter()
+    return first_sent_at
+
+
+async def _send_upstream(rt: CallRuntime) -> None:
+    out, rt.call.upstream_out = rt.call.upstream_out, []
+    for message in out:
+        await rt.upstream.send(message)
+
+
+def _apply_effects(
+    rt: CallRuntime,
+    now: float,
+    received: float | None = None,
+    clear_sent_at: float | None = None,
+    bridge: Bridge | None = None,
+) -> str | None:
+    effects, rt.call.effects = rt.call.effects, []
+    end_reason = None
+    for effect in effects:
+        if isinstance(effect, Log):
+            getattr(log, effect.level)(effect.event, **effect.fields)
+        elif isinstance(effect, BargeIn):
+            reaction_ms = None
+            if received is not None and clear_sent_at is not None:
+                reaction_ms = round((clear_sent_at - received) * 1000.0, 3)
+            log.info(
+                "barge_in",
+                item_id=effect.item_id,
+                played_ms=effect.played_ms,
+                reaction_ms=reaction_ms,
+            )
+        elif isinstance(effect, RunTool):
+            _start_tool(rt, effect)
+        elif isinstance(effect, End):
+            end_reason = end_reason or effect.reason
+        elif isinstance(effect, PlaybackIdle):
+            pass
+    if end_reason:
+        rt.end_reason = rt.end_reason or end_reason
+    return end_reason
+
+
+def _start_tool(rt: CallRuntime, effect: RunTool) -> None:
+    """Run a tool beside the audio. No tool is offered yet, so every call gets an error result
+    the model can speak about."""
+    call = effect.call
+
+    async def run() -> None:
+        output = '{"error": "tool not available: ' + call.name.replace('"', "") + '"}'
+        log.info("tool_call", name=call.name, arguments=call.arguments, ok=False, duration_ms=0.0)
+        rt.call.tool_result(call.response_id, call.call_id, output, time.monotonic())
+        if rt.call.upstream_out:
+            await _send_upstream(rt)
+
+    task = asyncio.create_task(run(), name=f"tool:{call.name}")
+    rt.tasks.add(task)
+    task.add_done_callback(rt.tasks.discard)
+
+
+def _finish(call: Call, reason: str) -> None:
+    call.finish(reason, time.monotonic())
+    for effect in call.effects:
+        if isinstance(effect, Log):
+            getattr(log, effect.level)(effect.event, **effect.fields)
+    call.effects.clear()
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
