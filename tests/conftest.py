@@ -1,0 +1,130 @@
+"""Shared fixtures: an isolated environment, captured JSON logs, the bridge on a real port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from bridge.app import create_app
+from bridge.logs import configure_logging
+from bridge.persona import Persona
+from bridge.settings import Settings
+
+INTERFACE_VARS = (
+    "PUBLIC_URL TWILIO_ACCOUNT_SID TWILIO_AUTH_TOKEN TWILIO_API_BASE_URL REALTIME_PROVIDER "
+    "OPENAI_API_KEY OPENAI_REALTIME_MODEL AZURE_OPENAI_ENDPOINT AZURE_OPENAI_API_KEY "
+    "AZURE_OPENAI_DEPLOYMENT AZURE_OPENAI_API_VERSION REALTIME_URL REALTIME_AUDIO TAVILY_API_KEY "
+    "TAVILY_API_BASE_URL PERSONA_FILE MAX_CONCURRENT_CALLS MAX_CALL_SECONDS IDLE_TIMEOUT_SECONDS "
+    "DRAIN_TIMEOUT_SECONDS LOG_FORMAT LOG_LEVEL"
+).split()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No test sees the developer's or CI's environment or `.env`."""
+    for name in INTERFACE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+class LogCapture(io.TextIOBase):
+    """A stream for structlog that keeps every JSON line, parsed."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.lines.extend(line for line in text.splitlines() if line.strip())
+        return len(text)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.lines]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("event") == name]
+
+    async def wait_for(
+        self, name: str, count: int = 1, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.events(name)) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out waiting for {count} '{name}' log lines")
+            await asyncio.sleep(0.01)
+        return self.events(name)
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    capture = LogCapture()
+    configure_logging("json", "DEBUG", secrets=(), stream=capture)
+    yield capture
+    configure_logging("json", "INFO", secrets=())
+
+
+def make_settings(**values: Any) -> Settings:
+    """Settings from explicit values only (no environment, no `.env`)."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class RunningBridge:
+    app: FastAPI
+    server: uvicorn.Server
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/media-stream"
+
+    @property
+    def bridge(self) -> Any:
+        return self.app.state.bridge
+
+
+@asynccontextmanager
+async def running_bridge(
+    settings: Settings, persona: Persona | None = None, **app_kwargs: Any
+) -> AsyncIterator[RunningBridge]:
+    """The real app under uvicorn on a free loopback port, in this event loop."""
+    app = create_app(settings, persona, **app_kwargs)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        ws="websockets-sansio",
+        ws_max_size=64 * 1024,
+        ws_per_message_deflate=False,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningBridge(app, server, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
