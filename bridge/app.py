@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
+from bridge import metrics
 from bridge.logs import get_logger
 from bridge.persona import DEFAULT_PERSONA, Persona
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
@@ -52,9 +53,11 @@ class Bridge:
 
     def call_started(self) -> None:
         self.active_calls += 1
+        metrics.ACTIVE_CALLS.set(self.active_calls)
 
     def call_ended(self) -> None:
         self.active_calls -= 1
+        metrics.ACTIVE_CALLS.set(self.active_calls)
 
 
 def _twiml(body: VoiceResponse) -> Response:
@@ -134,6 +137,11 @@ def create_app(settings: Settings, persona: Persona | None = None) -> FastAPI:
             error=form.get("StreamError"),
         )
         return Response(status_code=204)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        body, content_type = metrics.render()
+        return Response(content=body, media_type=content_type)
 
     @app.get("/healthz")
     async def healthz() -> PlainTextResponse:
