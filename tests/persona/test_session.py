@@ -12,7 +12,8 @@ import pytest
 from bridge.persona import DEFAULT_PERSONA, Persona, load_personas
 from bridge.realtime.dialect import Dialect, DialectName
 from bridge.realtime.events import AudioFormat, FunctionTool
-from tests.persona._support import EXAMPLES, validate_client_event
+from tests.conformance import validate_client_event
+from tests.persona._support import EXAMPLES
 
 EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 # Tuesday 4 March 2025, 15:00 UTC: 10:00 in New York, the receptionist is open.
