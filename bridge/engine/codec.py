@@ -1,9 +1,9 @@
-"""Audio formats of the Realtime protocol and the conversions the engine needs.
+"""The Realtime protocol's audio wire formats, and conversion to the engine's own PCM.
 
-The engine works internally on PCM16 mono at 24 kHz (the Realtime protocol's native rate).
-Callers may speak G.711 μ-law at 8 kHz instead; this module turns either wire format into
-the internal one and back. Everything is numpy and table-driven: a 20 ms frame costs
-microseconds, and nothing here depends on the deprecated ``audioop`` module.
+The engine works on PCM16 mono at 24 kHz (the protocol's native rate). A session may speak
+G.711 μ-law at 8 kHz instead; this module maps either wire format to and from the internal
+one. The arithmetic itself (bit-exact μ-law, streaming polyphase resamplers) is the bridge's
+audio core, :mod:`bridge.audio`, so the engine and the bridge convert audio identically.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import signal
+
+from bridge.audio import Resampler8kTo24k, Resampler24kTo8k, ulaw_decode, ulaw_encode
 
 Pcm = npt.NDArray[np.int16]
 """Mono PCM16 samples at :data:`ENGINE_RATE` unless stated otherwise."""
@@ -49,54 +50,8 @@ class AudioFormat(enum.Enum):
         return n_bytes / self.bytes_per_ms
 
 
-# --- G.711 μ-law -------------------------------------------------------------------------
-# Tables are built once from the reference algorithm (ITU-T G.711 / Sun's g711.c), so
-# encoding and decoding are single numpy lookups.
-
-_ULAW_BIAS: Final = 0x84
-_ULAW_BIAS14: Final = 0x21
-_ULAW_CLIP14: Final = 8159
-
-
-def _build_ulaw_decode_table() -> npt.NDArray[np.int16]:
-    codes = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign = codes & 0x80
-    exponent = (codes >> 4) & 0x07
-    mantissa = codes & 0x0F
-    magnitude = (((mantissa << 3) + _ULAW_BIAS) << exponent) - _ULAW_BIAS
-    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
-
-
-def _build_ulaw_encode_table() -> npt.NDArray[np.uint8]:
-    # Sun's g711.c on 14-bit magnitudes (as audioop did), for bit-exact agreement.
-    pcm = np.arange(-32768, 32768, dtype=np.int32) >> 2
-    mask = np.where(pcm < 0, 0x7F, 0xFF)
-    magnitude = np.minimum(np.abs(pcm), _ULAW_CLIP14) + _ULAW_BIAS14
-    segment_ends = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
-    segment = np.searchsorted(segment_ends, magnitude)
-    code = np.where(segment >= 8, 0x7F, (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F))
-    return ((code ^ mask) & 0xFF).astype(np.uint8)
-
-
-_ULAW_DECODE: Final = _build_ulaw_decode_table()
-_ULAW_ENCODE: Final = _build_ulaw_encode_table()
-
-
-def ulaw_decode(data: bytes) -> npt.NDArray[np.int16]:
-    """μ-law bytes → PCM16 samples at the same (8 kHz) rate."""
-    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
-
-
-def ulaw_encode(pcm: npt.NDArray[np.int16]) -> bytes:
-    """PCM16 samples → μ-law bytes at the same rate."""
-    return _ULAW_ENCODE[pcm.astype(np.int32) + 32768].tobytes()
-
-
-# --- PCM16 -------------------------------------------------------------------------------
-
-
 def pcm16_decode(data: bytes) -> Pcm:
-    """Little-endian PCM16 bytes → samples. An odd trailing byte is the caller's to keep."""
+    """Little-endian PCM16 bytes → samples; an odd trailing byte is ignored."""
     return np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2").astype(np.int16)
 
 
@@ -104,54 +59,17 @@ def pcm16_encode(pcm: Pcm) -> bytes:
     return pcm.astype("<i2").tobytes()
 
 
-# --- rate conversion between 8 kHz and 24 kHz ----------------------------------------------
-
-_RATIO: Final = ENGINE_RATE // G711_RATE
-_FIR_TAPS_PER_PHASE: Final = 32
-_FIR: Final = signal.firwin(
-    _FIR_TAPS_PER_PHASE * _RATIO, cutoff=0.9 / _RATIO, window=("kaiser", 8.0)
-).astype(np.float64)
-
-
-class Upsampler:
-    """Streaming 8 kHz → 24 kHz conversion that gives the same output however input is chunked.
-
-    Calling ``resample_poly`` per chunk restarts the filter at every boundary (audible buzz,
-    drifting lengths); this carries the FIR state across calls instead, so exactly three
-    output samples come out per input sample and chunk boundaries are inaudible.
-    """
-
-    def __init__(self) -> None:
-        self._zi = np.zeros(len(_FIR) - 1, dtype=np.float64)
-
-    def process(self, pcm8k: npt.NDArray[np.int16]) -> Pcm:
-        if len(pcm8k) == 0:
-            return np.zeros(0, dtype=np.int16)
-        stuffed = np.zeros(len(pcm8k) * _RATIO, dtype=np.float64)
-        stuffed[::_RATIO] = pcm8k * float(_RATIO)
-        out, self._zi = signal.lfilter(_FIR, 1.0, stuffed, zi=self._zi)
-        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
-
-
-def downsample_24k_to_8k(pcm24k: Pcm) -> npt.NDArray[np.int16]:
-    """Whole-utterance 24 kHz → 8 kHz; ``len(out) == ceil(len(in) / 3)``.
-
-    Used for synthesized output, which the engine always holds in full, so a one-shot
-    polyphase filter over the whole signal is exact and simplest.
-    """
-    if len(pcm24k) == 0:
-        return np.zeros(0, dtype=np.int16)
-    out = signal.resample_poly(pcm24k.astype(np.float64), 1, _RATIO, window=("kaiser", 8.0))
-    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
-
-
 class InputDecoder:
-    """Wire bytes of one input format → PCM16 24 kHz, keeping partial samples between calls."""
+    """Caller audio in one wire format → PCM16 24 kHz, however the client chunks it.
+
+    Keeps the state that spans appends: half a PCM16 sample, or the resampler's history
+    (so μ-law input gives exactly three engine samples per byte, whatever the chunking).
+    """
 
     def __init__(self, fmt: AudioFormat) -> None:
         self.format = fmt
         self._carry = b""
-        self._upsampler = Upsampler() if fmt is AudioFormat.PCMU else None
+        self._upsampler = Resampler8kTo24k() if fmt is AudioFormat.PCMU else None
 
     def decode(self, data: bytes) -> Pcm:
         if self._upsampler is None:
@@ -162,7 +80,11 @@ class InputDecoder:
 
 
 def encode_output(pcm24k: Pcm, fmt: AudioFormat) -> bytes:
-    """PCM16 24 kHz → the wire bytes of ``fmt`` (whole utterance at once)."""
+    """A whole utterance of PCM16 24 kHz → the wire bytes of ``fmt``.
+
+    μ-law output has exactly ``len(pcm24k) // 3`` bytes, so ``ms`` milliseconds of engine
+    audio are ``ms`` milliseconds on the wire in either format.
+    """
     if fmt is AudioFormat.PCM16:
         return pcm16_encode(pcm24k)
-    return ulaw_encode(downsample_24k_to_8k(pcm24k))
+    return ulaw_encode(Resampler24kTo8k().process(pcm24k.astype(np.int16, copy=False)))

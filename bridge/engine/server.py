@@ -350,7 +350,7 @@ class _Runner:
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
-        pump = asyncio.create_task(self._pump())
+        pump = self._spawn(self._pump())
         try:
             await self._flush()
             async for message in self.websocket:
@@ -362,10 +362,10 @@ class _Runner:
         except ConnectionClosed:
             pass
         finally:
-            pump.cancel()
-            for task in [pump, *self._tasks]:
+            tasks = [pump, *self._tasks]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(pump, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _received(self, message: str | bytes) -> None:
         text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
@@ -402,8 +402,17 @@ class _Runner:
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A crashed task is an engine bug: say so and end the session as the service would
+        (close code 1011), rather than leave the client waiting on a silent server."""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("realtime session task failed", exc_info=task.exception())
+        self._spawn(self.websocket.close(1011, "server error"))
 
     async def _transcribe(self, job: TranscribeJob) -> None:
         try:

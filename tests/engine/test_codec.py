@@ -1,45 +1,24 @@
-"""Audio conversions: G.711 μ-law is bit-exact, rate conversion keeps exact sample counts."""
+"""The engine's wire formats: exact lengths, and caller audio independent of chunking.
+
+(μ-law's bit-exactness and the resamplers' quality are the audio core's, tested there.)
+"""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
 
-from bridge.engine.codec import (
-    AudioFormat,
-    InputDecoder,
-    Upsampler,
-    encode_output,
-    pcm16_encode,
-    ulaw_decode,
-    ulaw_encode,
-)
+from bridge.audio import ulaw_encode
+from bridge.engine.codec import AudioFormat, InputDecoder, encode_output, pcm16_encode
 from bridge.engine.voice import tone
 
 
-def test_ulaw_matches_the_g711_reference_on_every_input() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        audioop = pytest.importorskip("audioop")
-    every_sample = np.arange(-32768, 32768, dtype=np.int16)
-    assert ulaw_encode(every_sample) == audioop.lin2ulaw(every_sample.tobytes(), 2)
-    every_code = bytes(range(256))
-    assert ulaw_decode(every_code).tobytes() == audioop.ulaw2lin(every_code, 2)
-
-
-def test_ulaw_round_trip_is_stable() -> None:
-    codes = bytes(range(256))
-    assert ulaw_encode(ulaw_decode(codes)) == codes.replace(b"\x7f", b"\xff")
-
-
-def test_upsampler_output_does_not_depend_on_chunking() -> None:
-    pcm8k = tone(500, sample_rate=8000)
-    whole = Upsampler().process(pcm8k)
-    upsampler = Upsampler()
-    pieces = np.concatenate([upsampler.process(pcm8k[i : i + 37]) for i in range(0, 4000, 37)])
-    assert len(whole) == 3 * len(pcm8k) == 12000
+def test_mulaw_input_decodes_to_three_samples_per_byte_whatever_the_chunking() -> None:
+    wire = ulaw_encode(tone(500, sample_rate=8000))
+    whole = InputDecoder(AudioFormat.PCMU).decode(wire)
+    decoder = InputDecoder(AudioFormat.PCMU)
+    pieces = np.concatenate([decoder.decode(wire[i : i + 37]) for i in range(0, len(wire), 37)])
+    assert len(whole) == 3 * len(wire) == 500 * 24
     assert np.array_equal(whole, pieces)
 
 

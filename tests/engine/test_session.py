@@ -637,3 +637,88 @@ def test_conversation_keeps_items_in_order() -> None:
         ("MessageItem", "user"),
     ]
     assert isinstance(driver.session.conversation.items[1], FunctionCallItem)
+
+
+# --- every event the engine can send, in both dialects ----------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_every_kind_of_server_event_conforms(dialect: Dialect) -> None:
+    driver = Driver(dialect)
+    seen = types(driver.drain())
+    if dialect == "ga":
+        update = ga_update(
+            audio={"input": {"transcription": {"model": "whisper-1", "language": "en"}}},
+            tracing="auto",
+            truncation="auto",
+            include=["item.input_audio_transcription.logprobs"],
+        )
+    else:
+        update = {
+            "type": "session.update",
+            "session": {"input_audio_transcription": {"model": "whisper-1"}, "temperature": 0.7},
+        }
+    seen += types(driver.send(update))
+    seen += types(driver.append(np.concatenate([silence(400), tone(600), silence(700)])))
+    first_user = driver.session.conversation.items[0].id
+    driver.session.transcription_completed(first_user, "hello")
+    driver.session.transcription_failed(first_user, "no speech")
+    seen += types(driver.respond([Speech("Hi there", tone(300)), ToolCall("f", "{}", "call_1")]))
+    assistant = driver.session.conversation.items[1].id
+    for event in (
+        {
+            "type": "conversation.item.truncate",
+            "item_id": assistant,
+            "content_index": 0,
+            "audio_end_ms": 100,
+        },
+        {"type": "conversation.item.retrieve", "item_id": assistant},
+        {"type": "conversation.item.delete", "item_id": assistant},
+        {"type": "input_audio_buffer.clear"},
+        {"type": "response.cancel"},
+    ):
+        seen += types(driver.send(event))
+    seen += types(driver.drain())
+    expected = {
+        "session.created",
+        "session.updated",
+        "error",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.cleared",
+        "conversation.item.truncated",
+        "conversation.item.deleted",
+        "conversation.item.retrieved",
+        "response.created",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.done",
+        "rate_limits.updated",
+    }
+    expected |= {
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.input_audio_transcription.failed",
+    }
+    if dialect == "ga":
+        expected |= {
+            "conversation.item.added",
+            "conversation.item.done",
+            "response.output_audio.delta",
+            "response.output_audio.done",
+            "response.output_audio_transcript.delta",
+            "response.output_audio_transcript.done",
+        }
+    else:
+        expected |= {
+            "conversation.item.created",
+            "response.audio.delta",
+            "response.audio.done",
+            "response.audio_transcript.delta",
+            "response.audio_transcript.done",
+        }
+    assert expected <= set(seen)
