@@ -517,11 +517,11 @@ class RealtimeSession:
         )
 
     def _run(self, response: ResponseRecord, outputs: list[Output]) -> Generator[int, None, None]:
-        for index, output in enumerate(outputs):
+        for output in outputs:
             if isinstance(output, Speech):
-                yield from self._run_speech(response, index, output)
+                yield from self._run_speech(response, output)
             elif isinstance(output, ToolCall):
-                yield from self._run_call(response, index, output)
+                yield from self._run_call(response, output)
         self._finish(response, "completed", None)
 
     def _start_item(self, response: ResponseRecord, item: Item) -> dict[str, Any]:
@@ -543,9 +543,7 @@ class RealtimeSession:
         self._open = _OpenItem(response, item, index)
         return ref
 
-    def _run_speech(
-        self, response: ResponseRecord, index: int, speech: Speech
-    ) -> Generator[int, None, None]:
+    def _run_speech(self, response: ResponseRecord, speech: Speech) -> Generator[int, None, None]:
         assert speech.audio is not None
         fmt = self.config.output_format
         item = MessageItem(self.ids.new("item"), "assistant", [], status="in_progress")
@@ -594,9 +592,7 @@ class RealtimeSession:
         self._close_item("incomplete" if part.truncated else "completed")
         yield 0
 
-    def _run_call(
-        self, response: ResponseRecord, index: int, call: ToolCall
-    ) -> Generator[int, None, None]:
+    def _run_call(self, response: ResponseRecord, call: ToolCall) -> Generator[int, None, None]:
         item = FunctionCallItem(
             self.ids.new("item"),
             call.call_id or self.ids.new("call"),

@@ -28,7 +28,7 @@ from bridge.engine.responder import Output, ResponseRequest, Speech, ToolCall
 from bridge.engine.server import Connection, RealtimeServer, Record, SessionSetup
 from bridge.engine.session import ErrorRecord, RealtimeSession
 from bridge.engine.voice import tone
-from tests.conformance import Dialect, check_client_event
+from tests.conformance import Dialect, Problem, check_client_event
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,16 @@ class FakeSession:
     def _validate(self, event: Mapping[str, Any]) -> list[ProtocolError]:
         problems = check_client_event(event, self.dialect)
         self.conformance.extend(str(p) for p in problems)
-        return [ProtocolError(p.code, str(p), p.path or None) for p in problems]
+        return [ProtocolError(p.code, _service_message(p), p.path or None) for p in problems]
+
+
+def _service_message(problem: Problem) -> str:
+    """The error message the service sends for the same mistake, where it is known."""
+    if problem.code == "unknown_parameter":
+        return f"Unknown parameter: '{problem.path}'."
+    if problem.code == "missing_required_parameter" and problem.path:
+        return f"Missing required parameter: '{problem.path}'."
+    return problem.message
 
 
 def _describe(error: ErrorRecord) -> str:
