@@ -176,6 +176,35 @@ async def test_speech_turn_gets_the_scripted_response_pcm16() -> None:
         assert_conforms(fake)
 
 
+async def test_a_delayed_transcript_arrives_after_the_response() -> None:
+    fake = FakeRealtimeServer(
+        "ga", script=[[Say("Okay.", 200)]], transcripts=["hello"], transcript_delay_s=0.2
+    )
+    async with fake, websockets.connect(fake.url) as ws:
+        client = Client(ws)
+        await client.send(GA_TRANSCRIBED)
+        await client.speak(turn_pcm16(), 960)
+        events = await client.until("conversation.item.input_audio_transcription.completed")
+        kinds = [e["type"] for e in events]
+        assert kinds.index("response.done") < kinds.index(
+            "conversation.item.input_audio_transcription.completed"
+        )
+        assert events[-1]["transcript"] == "hello"
+
+
+async def test_caller_can_barge_in_before_any_audio() -> None:
+    fake = FakeRealtimeServer("ga", script=[[Say("Late.", 500)]], response_delay_s=0.5)
+    async with fake, websockets.connect(fake.url) as ws:
+        client = Client(ws)
+        await client.send({"type": "response.create"})
+        await client.until("response.created")
+        await client.speak(tone(200, hz=300).tobytes(), 960)
+        events = await client.until("response.done")
+        assert events[-1]["response"]["status"] == "cancelled"
+        assert events[-1]["response"]["output"] == []
+        assert "response.output_audio.delta" not in [e["type"] for e in client.seen]
+
+
 async def test_speech_turn_in_mulaw_gets_mulaw_audio() -> None:
     fake = FakeRealtimeServer("beta", script=[[Say("Hello.", 640)]])
     async with fake, websockets.connect(fake.url) as ws:

@@ -14,6 +14,7 @@ would have rejected::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections import deque
@@ -59,14 +60,21 @@ class ScriptedResponder:
     no output (an empty ``response.done``), which a test can see in ``requests``."""
 
     def __init__(
-        self, script: Iterable[ScriptedResponse], *, tone_hz: float, tone_dbfs: float
+        self,
+        script: Iterable[ScriptedResponse],
+        *,
+        tone_hz: float = 440.0,
+        tone_dbfs: float = -12.0,
+        delay_s: float = 0.0,
     ) -> None:
         self.script: deque[ScriptedResponse] = deque(script)
         self.requests: list[ResponseRequest] = []
-        self.tone_hz, self.tone_dbfs = tone_hz, tone_dbfs
+        self.tone_hz, self.tone_dbfs, self.delay_s = tone_hz, tone_dbfs, delay_s
 
-    def respond(self, request: ResponseRequest) -> list[Output]:
+    async def respond(self, request: ResponseRequest) -> list[Output]:
         self.requests.append(request)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # the model "thinking" before its first output
         if not self.script:
             return []
         entry = self.script.popleft()
@@ -85,11 +93,15 @@ class ScriptedResponder:
 class ScriptedTranscriber:
     """Hears the scripted caller texts, one per committed turn, in order ("" when out)."""
 
-    def __init__(self, texts: Iterable[str]) -> None:
+    def __init__(self, texts: Iterable[str], *, delay_s: float = 0.0) -> None:
         self.texts: deque[str] = deque(texts)
+        self.delay_s = delay_s
 
-    def transcribe(self, audio: Any, *, item_id: str) -> str:
-        return self.texts.popleft() if self.texts else ""
+    async def transcribe(self, audio: Any, *, item_id: str) -> str:
+        text = self.texts.popleft() if self.texts else ""
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return text
 
 
 class FakeSession:
@@ -261,6 +273,10 @@ class FakeRealtimeServer:
         chunk_ms: audio per delta event (100 ms like the service).
         config: the initial session config (e.g. ``SessionConfig(turn_detection=None)``).
         cancel_grace_s: see :attr:`FakeSession.excused`.
+        response_delay_s: latency before a response's first output item (after
+            ``response.created``), like a model thinking; lets a caller barge in before audio.
+        transcript_delay_s: latency of each transcription; the service sends transcripts
+            asynchronously, so with a delay they arrive after the response has started.
         path, host, port: where to listen (port 0 = any free port; kept across restarts).
         tone_hz, tone_dbfs: the spoken tone (peak level).
     """
@@ -275,6 +291,8 @@ class FakeRealtimeServer:
         chunk_ms: int = 100,
         config: SessionConfig | None = None,
         cancel_grace_s: float = 0.5,
+        response_delay_s: float = 0.0,
+        transcript_delay_s: float = 0.0,
         path: str = "/v1/realtime",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -286,6 +304,8 @@ class FakeRealtimeServer:
         self.transcripts: list[str] = list(transcripts)
         self.config = config
         self.cancel_grace_s = cancel_grace_s
+        self.response_delay_s = response_delay_s
+        self.transcript_delay_s = transcript_delay_s
         self.tone_hz, self.tone_dbfs = tone_hz, tone_dbfs
         self.sessions: list[FakeSession] = []
         """One per connection, in order of arrival."""
@@ -346,8 +366,13 @@ class FakeRealtimeServer:
         await self.stop()
 
     def _setup(self, connection: Connection) -> SessionSetup:
-        responder = ScriptedResponder(self.script, tone_hz=self.tone_hz, tone_dbfs=self.tone_dbfs)
-        transcriber = ScriptedTranscriber(self.transcripts)
+        responder = ScriptedResponder(
+            self.script,
+            tone_hz=self.tone_hz,
+            tone_dbfs=self.tone_dbfs,
+            delay_s=self.response_delay_s,
+        )
+        transcriber = ScriptedTranscriber(self.transcripts, delay_s=self.transcript_delay_s)
         fake = FakeSession(connection, responder, transcriber, self.dialect, self.cancel_grace_s)
         self.sessions.append(fake)
         return SessionSetup(
