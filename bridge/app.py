@@ -14,7 +14,7 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
 from bridge.logs import get_logger
-from bridge.persona import DEFAULT_PERSONA, Persona
+from bridge.persona import FallbackPlan, Persona, PersonaBook
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
 from bridge.settings import Settings
 from bridge.stream import CallRuntime, handle_media_stream
@@ -33,16 +33,24 @@ MAX_FORM_BYTES = 64 * 1024
 class Bridge:
     """Process-wide state shared by the routes."""
 
-    def __init__(self, settings: Settings, persona: Persona | None = None) -> None:
+    def __init__(self, settings: Settings, personas: PersonaBook | Persona | None = None) -> None:
         self.settings = settings
-        self.persona = persona or DEFAULT_PERSONA
+        if isinstance(personas, Persona):
+            personas = PersonaBook([personas])
+        self.personas = personas or PersonaBook.builtin()
         self.active_calls = 0
         self.draining = False
         self.runtimes: set[CallRuntime] = set()
         self.local_engine_url: str | None = None
 
     def persona_for(self, name: str | None) -> Persona:
-        return self.persona
+        """The persona the webhook chose (by name, from the stream's parameters)."""
+        persona = self.personas.get(name) if name else None
+        if persona is None:
+            if name:
+                log.warning("persona_unknown", persona=name, using=self.personas.default.name)
+            persona = self.personas.default
+        return persona
 
     def upstream_target(self) -> UpstreamTarget:
         return upstream_target(self.settings, self.local_engine_url)
@@ -71,9 +79,12 @@ def busy_twiml() -> VoiceResponse:
     return response
 
 
-def connect_twiml(stream_url: str, parameters: dict[str, str]) -> VoiceResponse:
-    """`<Connect><Stream>` with the per-call `<Parameter>`s, then the fallback for when the
-    stream ends without the agent having ended the call (upstream down, bridge restarting)."""
+def connect_twiml(
+    stream_url: str, parameters: dict[str, str], fallback: FallbackPlan | None = None
+) -> VoiceResponse:
+    """`<Connect><Stream>` with the per-call `<Parameter>`s, then the persona's fallback for
+    when the stream ends without the agent having ended the call (upstream down, bridge
+    restarting): an apology, then a transfer to a human or a hang-up."""
     response = VoiceResponse()
     connect = Connect()
     stream = Stream(url=stream_url)
@@ -81,8 +92,11 @@ def connect_twiml(stream_url: str, parameters: dict[str, str]) -> VoiceResponse:
         stream.parameter(name=name, value=value)
     connect.append(stream)
     response.append(connect)
-    response.say(UNAVAILABLE_SAY)
-    response.hangup()
+    response.say(fallback.say if fallback else UNAVAILABLE_SAY)
+    if fallback and fallback.transfer_number:
+        response.dial(fallback.transfer_number)
+    else:
+        response.hangup()
     return response
 
 
@@ -95,9 +109,9 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-def create_app(settings: Settings, persona: Persona | None = None) -> FastAPI:
+def create_app(settings: Settings, personas: PersonaBook | Persona | None = None) -> FastAPI:
     """Build the ASGI app. `app.state.bridge` is the shared state."""
-    bridge = Bridge(settings, persona)
+    bridge = Bridge(settings, personas)
     app = FastAPI(title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.bridge = bridge
 
@@ -112,15 +126,13 @@ def create_app(settings: Settings, persona: Persona | None = None) -> FastAPI:
                 reason="draining" if bridge.draining else "at capacity",
             )
             return _twiml(busy_twiml())
-        persona = bridge.persona_for(None)
+        caller, called = form.get("From", ""), form.get("To", "")
+        persona = bridge.personas.for_number(called)
         stream_url = settings.stream_url(request.headers.get("host"), request.url.scheme)
-        parameters = {
-            "From": form.get("From", ""),
-            "To": form.get("To", ""),
-            "persona": persona.name,
-        }
-        log.info("webhook", call_sid=call_sid, stream_url=stream_url)
-        return _twiml(connect_twiml(stream_url, parameters))
+        parameters = {"From": caller, "To": called, "persona": persona.name}
+        log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)
+        fallback = persona.fallback_plan(caller_number=caller)
+        return _twiml(connect_twiml(stream_url, parameters, fallback))
 
     @app.websocket("/media-stream")
     async def media_stream(ws: WebSocket) -> None:

@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--persona", metavar="FILE", help="persona file (overrides PERSONA_FILE)")
+
+    persona = sub.add_parser("persona", help="persona files")
+    persona_sub = persona.add_subparsers(dest="persona_command", required=True)
+    check = persona_sub.add_parser("check", help="validate a persona file or folder")
+    check.add_argument("file", metavar="FILE")
     return parser
 
 
@@ -35,23 +40,33 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bridge.app import create_app
+    from bridge.persona import PersonaBook, PersonaError, load_personas
 
     try:
         settings = load_settings(**({"PERSONA_FILE": args.persona} if args.persona else {}))
     except SettingsError as exc:
         print(f"voicebridge: {exc}", file=sys.stderr)
         return 2
+    try:
+        book = (
+            load_personas(settings.PERSONA_FILE) if settings.PERSONA_FILE else PersonaBook.builtin()
+        )
+    except PersonaError as exc:
+        print(f"voicebridge: invalid persona:\n{exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL, settings.secrets())
     log = get_logger("voicebridge")
+    for warning in book.warnings():
+        log.warning("persona_warning", message=warning)
     host = args.host or default_host(settings)
-    app = create_app(settings)
-    persona = app.state.bridge.persona
+    app = create_app(settings, book)
     log.info(
         "serving",
         url=f"http://{host}:{args.port}",
         provider=settings.provider,
         audio=settings.REALTIME_AUDIO,
-        persona=persona.name,
+        persona=book.default.name,
+        personas=list(book.names),
         webhook=settings.public_http_url("/incoming-call")
         or f"http://{host}:{args.port}/incoming-call",
     )
@@ -89,4 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "persona":
+        from bridge.persona import check_command
+
+        return check_command(args.file)
     return 2

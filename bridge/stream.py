@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -45,7 +46,7 @@ class StreamClosed(Exception):
     """The stream ended before `start` arrived."""
 
 
-@dataclass
+@dataclass(eq=False)
 class CallRuntime:
     """The sockets and tasks of one live call, so shutdown can find and release them."""
 
@@ -113,13 +114,14 @@ async def _run_call(ws: WebSocket, bridge: Bridge, start: tw.Start) -> None:
     settings = bridge.settings
     audio_mode = settings.REALTIME_AUDIO
     caller = params.get("From", "")
+    at = datetime.now(UTC)
     call = Call(
         stream_sid=start.stream_sid,
         call_sid=start.call_sid,
         dialect=Dialect(settings.dialect),
         audio=make_pipeline(audio_mode),
-        session=persona.session_config(audio_mode, caller_number=caller),
-        greeting=persona.greeting,
+        session=persona.session_config(audio_mode, caller_number=caller, at=at),
+        greeting=persona.greeting_for(at, caller),
         started_at=time.monotonic(),
     )
     log.info(
