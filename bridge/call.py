@@ -69,6 +69,13 @@ class RunTool:
 
 
 @dataclass(frozen=True, slots=True)
+class Dtmf:
+    """The caller pressed a key; the persona's menu decides what it means."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
 class PlaybackIdle:
     """Everything the agent said has played out and no response is under way."""
 
@@ -78,7 +85,7 @@ class End:
     reason: str
 
 
-Effect = Log | BargeIn | RunTool | PlaybackIdle | End
+Effect = Log | BargeIn | RunTool | Dtmf | PlaybackIdle | End
 
 
 @dataclass(slots=True)
@@ -164,7 +171,7 @@ class Call:
         elif isinstance(event, tw.Mark):
             self._on_mark(event.name, now)
         elif isinstance(event, tw.Dtmf):
-            self.effects.append(Log("dtmf", {"digit": event.digit}))
+            self.effects.append(Dtmf(event.digit))
         elif isinstance(event, tw.Stop):
             self.effects.append(End("caller_hangup"))
         elif isinstance(event, tw.Unknown):

@@ -24,13 +24,15 @@ from websockets.exceptions import ConnectionClosed
 
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
-from bridge.call import BargeIn, Call, End, Log, PlaybackIdle, RunTool
+from bridge.call import BargeIn, Call, Dtmf, End, Log, PlaybackIdle, RunTool
 from bridge.logs import get_logger
 from bridge.realtime.dialect import Dialect, UpstreamProtocolError
 from bridge.realtime.upstream import connect
+from bridge.tools.runner import ToolRunner
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
+    from bridge.persona import Persona
 
 log = get_logger("voicebridge.stream")
 
@@ -46,6 +48,15 @@ class StreamClosed(Exception):
     """The stream ended before `start` arrived."""
 
 
+@dataclass(frozen=True)
+class ToolContext:
+    """What tools may need about the call beyond the `Call` itself."""
+
+    bridge: Bridge
+    persona: Persona
+    call_sid: str
+
+
 @dataclass(eq=False)
 class CallRuntime:
     """The sockets and tasks of one live call, so shutdown can find and release them."""
@@ -54,9 +65,16 @@ class CallRuntime:
     twilio: WebSocket
     upstream: ClientConnection
     dialect: Dialect
+    tools: ToolRunner | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     end_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def end(self, reason: str) -> None:
+        """End the call from outside the pumps (call control, limits, shutdown)."""
+        self.end_reason = self.end_reason or reason
+        for task in list(self.tasks):
+            task.cancel()
 
 
 async def _await_start(ws: WebSocket) -> tw.Start:
@@ -144,6 +162,12 @@ async def _run_call(ws: WebSocket, bridge: Bridge, start: tw.Start) -> None:
             await _close_twilio(ws, CLOSE_UPSTREAM_FAILED, "upstream unavailable")
             return
         runtime = CallRuntime(call=call, twilio=ws, upstream=upstream, dialect=call.dialect)
+        runtime.tools = ToolRunner(
+            call,
+            flush=lambda: _send_upstream(runtime),
+            end=runtime.end,
+            context=ToolContext(bridge=bridge, persona=persona, call_sid=start.call_sid),
+        )
         bridge.runtimes.add(runtime)
         try:
             await _pump(runtime, bridge)
@@ -162,19 +186,25 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
         _upstream_pump(rt, bridge), name=f"upstream:{call.call_sid}"
     )
     rt.tasks.update((twilio_task, upstream_task))
+    reason = "error"
     try:
         done, _ = await asyncio.wait(
             (twilio_task, upstream_task), return_when=asyncio.FIRST_COMPLETED
         )
         first = done.pop()
-        reason = first.result() if not first.cancelled() and first.exception() is None else "error"
-        if first.exception() is not None:
+        if first.cancelled():
+            reason = rt.end_reason or "error"
+        elif first.exception() is not None:
             log.error("call_failed", error=_describe(first.exception()))
+        else:
+            reason = first.result()
     finally:
         for task in list(rt.tasks):
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
         rt.tasks.clear()
+        if rt.tools is not None:
+            await rt.tools.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(rt.upstream.close(), 1.0)
         await _close_twilio(rt.twilio, CLOSE_NORMAL)
@@ -277,31 +307,19 @@ def _apply_effects(
                 reaction_ms=reaction_ms,
             )
         elif isinstance(effect, RunTool):
-            _start_tool(rt, effect)
+            if rt.tools is not None:
+                rt.tools.start(effect.call)
+        elif isinstance(effect, Dtmf):
+            if rt.tools is not None:
+                rt.tools.dtmf(effect.digit)
         elif isinstance(effect, End):
             end_reason = end_reason or effect.reason
         elif isinstance(effect, PlaybackIdle):
-            pass
+            if rt.tools is not None:
+                rt.tools.playback_idle()
     if end_reason:
         rt.end_reason = rt.end_reason or end_reason
     return end_reason
-
-
-def _start_tool(rt: CallRuntime, effect: RunTool) -> None:
-    """Run a tool beside the audio. No tool is offered yet, so every call gets an error result
-    the model can speak about."""
-    call = effect.call
-
-    async def run() -> None:
-        output = '{"error": "tool not available: ' + call.name.replace('"', "") + '"}'
-        log.info("tool_call", name=call.name, arguments=call.arguments, ok=False, duration_ms=0.0)
-        rt.call.tool_result(call.response_id, call.call_id, output, time.monotonic())
-        if rt.call.upstream_out:
-            await _send_upstream(rt)
-
-    task = asyncio.create_task(run(), name=f"tool:{call.name}")
-    rt.tasks.add(task)
-    task.add_done_callback(rt.tasks.discard)
 
 
 def _finish(call: Call, reason: str) -> None:
