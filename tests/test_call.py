@@ -389,3 +389,21 @@ def test_call_ended_counts_turns_and_barge_ins() -> None:
     assert ended[0]["reason"] == "caller_hangup"
     assert ended[0]["duration_s"] == 12.5
     assert ended[0]["turns"] == 1 and ended[0]["barge_ins"] == 0
+
+
+def test_barge_in_while_a_tool_call_is_pending_keeps_the_tool_answer() -> None:
+    call = make_call(interrupt_response=False)
+    drain(call)
+    start_response(call, R1, "item_a")
+    call.on_upstream(delta(R1, "item_a", 200), 0.0)  # "Let me check that for you."
+    call.on_upstream(ev.AudioDone(R1, "item_a"), 0.0)
+    call.on_upstream(fcall("c1"), 0.0)
+    call.on_upstream(ev.ResponseDone(R1, "completed"), 0.0)
+    drain(call)
+    call.on_upstream(ev.SpeechStarted("user_1", 0), 0.05)  # the caller talks over it
+    twilio, upstream, _ = drain(call)
+    assert twilio[0]["event"] == "clear"
+    assert [e["type"] for e in upstream] == ["conversation.item.truncate"]  # no cancel: done
+    call.tool_result(R1, "c1", '{"temp": 21}', 1.0)
+    _, upstream, _ = drain(call)
+    assert [e["type"] for e in upstream] == ["conversation.item.create", "response.create"]
