@@ -21,7 +21,7 @@ The rules it keeps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bridge import twilio_stream as tw
@@ -152,6 +152,7 @@ class Call:
         self._owed: set[str] = set()
         self._owed_added: set[str] = set()
         self._item_seq = 0
+        self._function_names: dict[str, str] = {}  # item_id → name (beta omits it later)
         self._bytes_per_ms = audio.upstream_bytes_per_ms
 
     # Upstream session ------------------------------------------------------------------------
@@ -213,6 +214,8 @@ class Call:
         elif isinstance(event, ev.OutputItemAdded):
             if event.type == "message" and event.response_id not in self._interrupted:
                 self.transcript.add(event.item_id, "agent", now)
+            elif event.type == "function_call" and event.name:
+                self._function_names[event.item_id] = event.name
         elif isinstance(event, ev.InputCommitted):
             self.stats.turns += 1
             if self.session.transcription_model:
@@ -365,6 +368,8 @@ class Call:
     # Tools -----------------------------------------------------------------------------------
 
     def _on_function_call(self, call: ev.FunctionCall) -> None:
+        if not call.name and call.item_id in self._function_names:
+            call = replace(call, name=self._function_names[call.item_id])
         batch = self._tool_batches.setdefault(call.response_id, _ToolBatch())
         if call.call_id in batch.calls:
             return

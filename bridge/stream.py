@@ -232,7 +232,10 @@ async def _twilio_pump(rt: CallRuntime) -> str:
                 return "protocol_error"
             continue
         if call.upstream_out:
-            await _send_upstream(rt)
+            try:
+                await _send_upstream(rt)
+            except ConnectionClosed:
+                return "upstream_closed"
         if call.effects:
             reason = _apply_effects(rt, now)
             if reason:

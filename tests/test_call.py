@@ -407,3 +407,13 @@ def test_barge_in_while_a_tool_call_is_pending_keeps_the_tool_answer() -> None:
     call.tool_result(R1, "c1", '{"temp": 21}', 1.0)
     _, upstream, _ = drain(call)
     assert [e["type"] for e in upstream] == ["conversation.item.create", "response.create"]
+
+
+def test_beta_function_call_without_name_takes_it_from_the_output_item() -> None:
+    call = make_call()
+    drain(call)
+    call.on_upstream(ev.ResponseCreated(R1), 0.0)
+    call.on_upstream(ev.OutputItemAdded(R1, "fc_1", "function_call", None, "web_search"), 0.0)
+    call.on_upstream(ev.FunctionCall(R1, "fc_1", "c1", "", '{"query":"x"}'), 0.0)
+    runs = [e for e in drain(call)[2] if isinstance(e, RunTool)]
+    assert [r.call.name for r in runs] == ["web_search"]

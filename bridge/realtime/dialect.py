@@ -93,6 +93,7 @@ def _output_item_added(d: dict[str, Any]) -> ev.OutputItemAdded:
         item_id=_s(item, "id"),
         type=str(item.get("type", "message")),
         role=item.get("role"),
+        name=item.get("name"),
     )
 
 

@@ -71,6 +71,8 @@ class OutputItemAdded:
     item_id: str
     type: str
     role: str | None
+    # For function calls: the beta dialect names the function only here.
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
