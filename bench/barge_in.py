@@ -18,7 +18,6 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -27,16 +26,8 @@ import numpy as np
 from bridge.logs import configure_logging
 from bridge.sim import TwilioMediaStream, place_call
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, make_settings, running_bridge
+from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, Say
-
-
-async def _wait(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        await asyncio.sleep(0.005)
 
 
 async def one_call(
@@ -49,10 +40,12 @@ async def one_call(
         for k, length in enumerate(lengths[:-1]):
             base = stream.clears[-1].played_ms_total if stream.clears else 0.0
             point = rng.uniform(200, length - 400)
-            await _wait(lambda b=base, p=point: stream.played_ms_total - b >= p, 15)
+            await wait_until(lambda b=base, p=point: stream.played_ms_total - b >= p, 15)
             stream.say(speech_like(300, seed=k))
-            await _wait(lambda k=k: len(stream.clears) > k, 10)
-            await _wait(lambda k=k: len(session.client_events("conversation.item.truncate")) > k, 5)
+            await wait_until(lambda k=k: len(stream.clears) > k, 10)
+            await wait_until(
+                lambda k=k: len(session.client_events("conversation.item.truncate")) > k, 5
+            )
         truncates = session.client_events("conversation.item.truncate")
         heard = np.diff([0.0] + [c.played_ms_total for c in stream.clears])
         return [(t["audio_end_ms"], h) for t, h in zip(truncates, heard, strict=False)]

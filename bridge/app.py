@@ -16,6 +16,7 @@ from bridge import metrics
 from bridge.logs import get_logger
 from bridge.persona import FallbackPlan, Persona, PersonaBook
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
+from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.stream import CallRuntime, handle_media_stream
 
@@ -42,6 +43,12 @@ class Bridge:
         self.draining = False
         self.runtimes: set[CallRuntime] = set()
         self.local_engine_url: str | None = None
+        self.signatures: TwilioSignatures | None = None
+        self.tokens: StreamTokens | None = None
+        if settings.TWILIO_AUTH_TOKEN is not None and settings.PUBLIC_URL is not None:
+            secret = settings.TWILIO_AUTH_TOKEN.get_secret_value()
+            self.signatures = TwilioSignatures(secret, settings.PUBLIC_URL)
+            self.tokens = StreamTokens(secret)
 
     def persona_for(self, name: str | None) -> Persona:
         """The persona the webhook chose (by name, from the stream's parameters)."""
@@ -115,21 +122,39 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
     app = FastAPI(title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.bridge = bridge
 
+    def signed(request: Request, form: dict[str, str]) -> bool:
+        if bridge.signatures is None:
+            return True
+        params = form if request.method == "POST" else {}
+        return bridge.signatures.webhook_valid(
+            request.url.path,
+            request.url.query,
+            params,
+            request.headers.get("x-twilio-signature"),
+        )
+
     @app.api_route("/incoming-call", methods=["GET", "POST"])
     async def incoming_call(request: Request) -> Response:
         form = await _form(request)
         call_sid = form.get("CallSid", "")
+        if not signed(request, form):
+            log.warning("call_rejected", call_sid=call_sid, reason="bad or missing signature")
+            metrics.CALLS.labels(outcome="rejected_auth").inc()
+            return PlainTextResponse("invalid signature", status_code=403)
         if not bridge.accepting:
             log.warning(
                 "call_rejected",
                 call_sid=call_sid,
                 reason="draining" if bridge.draining else "at capacity",
             )
+            metrics.CALLS.labels(outcome="rejected_busy").inc()
             return _twiml(busy_twiml())
         caller, called = form.get("From", ""), form.get("To", "")
         persona = bridge.personas.for_number(called)
         stream_url = settings.stream_url(request.headers.get("host"), request.url.scheme)
         parameters = {"From": caller, "To": called, "persona": persona.name}
+        if bridge.tokens is not None:
+            parameters["token"] = bridge.tokens.mint(call_sid, persona.name)
         log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)
         fallback = persona.fallback_plan(caller_number=caller)
         return _twiml(connect_twiml(stream_url, parameters, fallback))
@@ -141,6 +166,9 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
     @app.post("/stream-status")
     async def stream_status(request: Request) -> Response:
         form = await _form(request)
+        if not signed(request, form):
+            log.warning("stream_status_rejected", reason="bad or missing signature")
+            return PlainTextResponse("invalid signature", status_code=403)
         log.info(
             "stream_status",
             call_sid=form.get("CallSid", ""),

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
                 )
             if parts.query or parts.fragment:
                 raise ValueError(f"PUBLIC_URL={self.PUBLIC_URL!r}: no query or fragment allowed")
+        if self.TWILIO_AUTH_TOKEN is not None and self.PUBLIC_URL is None:
+            raise ValueError(
+                "TWILIO_AUTH_TOKEN is set but PUBLIC_URL is not: signatures are checked against "
+                "the public URL Twilio calls, so set PUBLIC_URL=https://your.host"
+            )
         if self.REALTIME_URL is not None:
             scheme = urlsplit(self.REALTIME_URL).scheme
             if scheme not in ("wss", "ws"):

@@ -22,12 +22,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from bridge import metrics
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
 from bridge.call import BargeIn, Call, Dtmf, End, Log, PlaybackIdle, RunTool
 from bridge.logs import get_logger
 from bridge.realtime.dialect import Dialect, UpstreamProtocolError
 from bridge.realtime.upstream import connect
+from bridge.security import TokenError
 from bridge.tools.runner import ToolRunner
 
 if TYPE_CHECKING:
@@ -106,6 +108,13 @@ async def _close_twilio(ws: WebSocket, code: int, reason: str = "") -> None:
 async def handle_media_stream(ws: WebSocket, bridge: Bridge) -> None:
     """Serve one Twilio Media Stream from `accept` to the last log line."""
     await ws.accept()
+    if bridge.signatures is not None and not bridge.signatures.stream_valid(
+        ws.headers.get("x-twilio-signature")
+    ):
+        log.warning("stream_rejected", reason="bad or missing handshake signature")
+        metrics.CALLS.labels(outcome="rejected_auth").inc()
+        await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "invalid signature")
+        return
     try:
         start = await asyncio.wait_for(_await_start(ws), START_TIMEOUT_S)
     except (StreamClosed, WebSocketDisconnect):
@@ -120,15 +129,28 @@ async def handle_media_stream(ws: WebSocket, bridge: Bridge) -> None:
         return
 
     structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
+    persona_name = start.custom_parameters.get("persona")
+    if bridge.tokens is not None:
+        try:
+            claims = bridge.tokens.verify(start.custom_parameters.get("token"), start.call_sid)
+        except TokenError as exc:
+            log.warning("stream_rejected", reason=str(exc))
+            metrics.CALLS.labels(outcome="rejected_auth").inc()
+            await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "invalid stream token")
+            structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
+            return
+        persona_name = claims.persona  # signed: trust it over the plain parameter
     try:
-        await _run_call(ws, bridge, start)
+        await _run_call(ws, bridge, start, persona_name)
     finally:
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
 
-async def _run_call(ws: WebSocket, bridge: Bridge, start: tw.Start) -> None:
+async def _run_call(
+    ws: WebSocket, bridge: Bridge, start: tw.Start, persona_name: str | None
+) -> None:
     params = start.custom_parameters
-    persona = bridge.persona_for(params.get("persona"))
+    persona = bridge.persona_for(persona_name)
     settings = bridge.settings
     audio_mode = settings.REALTIME_AUDIO
     caller = params.get("From", "")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -73,6 +75,15 @@ def logs() -> Iterator[LogCapture]:
     configure_logging("json", "INFO", secrets=())
 
 
+async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll a condition that some other task will make true (sockets, playback clocks)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
 def make_settings(**values: Any) -> Settings:
     """Settings from explicit values only (no environment, no `.env`)."""
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -97,16 +108,22 @@ class RunningBridge:
         return self.app.state.bridge
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @asynccontextmanager
 async def running_bridge(
-    settings: Settings, persona: Persona | None = None, **app_kwargs: Any
+    settings: Settings, persona: Persona | None = None, *, port: int = 0, **app_kwargs: Any
 ) -> AsyncIterator[RunningBridge]:
-    """The real app under uvicorn on a free loopback port, in this event loop."""
+    """The real app under uvicorn on a loopback port (free unless given), in this event loop."""
     app = create_app(settings, persona, **app_kwargs)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         ws="websockets-sansio",
         ws_max_size=64 * 1024,
         ws_per_message_deflate=False,

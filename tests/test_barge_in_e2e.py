@@ -8,7 +8,6 @@ arrives, how many milliseconds it had played; the fake Realtime server records e
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from bridge.persona import DEFAULT_PERSONA, Persona, TurnDetectionConfig
 from bridge.sim import TwilioMediaStream, place_call
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, make_settings, running_bridge
+from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FakeSession, Say
 
 FRAME_MS = 20
@@ -32,14 +31,6 @@ async def call_against(
         async with TwilioMediaStream(target) as stream:
             session = await fake.wait_for_session()
             yield bridge, stream, session
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def truncates(session: FakeSession) -> list[dict[str, Any]]:

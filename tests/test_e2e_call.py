@@ -19,7 +19,7 @@ import pytest
 
 from bridge.sim import TwilioMediaStream, place_call
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, RunningBridge, make_settings, running_bridge
+from tests.conftest import LogCapture, RunningBridge, make_settings, running_bridge, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, Say
 
 GREETING_MS = 600
@@ -37,14 +37,6 @@ async def bridged_call(
         target = await place_call(bridge.base_url)
         async with TwilioMediaStream(target) as stream:
             yield bridge, stream
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def media_payload_sizes(stream: TwilioMediaStream) -> list[int]:

@@ -1,0 +1,133 @@
+"""Who may call: Twilio signatures and the per-call stream token.
+
+A public WebSocket that opens paid model sessions must only serve Twilio's calls. Three
+checks, all against URLs rebuilt from `PUBLIC_URL` (never the Host header, which a proxy or
+an attacker chooses):
+- the webhook's `X-Twilio-Signature` (HMAC-SHA1 over URL + sorted POST params);
+- the stream handshake's `X-Twilio-Signature` (over `wss://{host}/media-stream`, no params);
+- a stream token minted at the webhook and carried in a `<Parameter>`: HMAC-SHA256 over the
+  CallSid, the persona and an expiry at most 60 s ahead, usable once. The handshake signature
+  alone is the same for every call (no params), so the token is what ties a stream to a call
+  the webhook really answered, and it is checked before any upstream session is opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from twilio.request_validator import RequestValidator
+
+TOKEN_TTL_S = 60.0
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    call_sid: str
+    persona: str
+    expires_at: float
+
+
+class TokenError(ValueError):
+    """Why a stream token was refused (the reason is logged; the token never is)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class StreamTokens:
+    """Mints and checks per-call stream tokens.
+
+    The key is derived from the Twilio auth token, so every replica with the same settings
+    accepts a token minted by any other (the webhook and the stream may land on different
+    replicas). Single use is enforced per replica; across replicas a replay would also need
+    Twilio's handshake signature and must happen within the token's short life.
+    """
+
+    def __init__(
+        self, secret: str, ttl_s: float = TOKEN_TTL_S, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._key = hmac.new(
+            secret.encode(), b"voicebridge stream token v1", hashlib.sha256
+        ).digest()
+        self.ttl_s = min(ttl_s, TOKEN_TTL_S)
+        self._clock = clock
+        self._used: dict[str, float] = {}  # nonce → expiry, pruned as they lapse
+
+    def mint(self, call_sid: str, persona: str) -> str:
+        expires = int(self._clock() + self.ttl_s)
+        nonce = secrets.token_hex(8)
+        body = f"{call_sid}|{persona}|{expires}|{nonce}".encode()
+        mac = hmac.new(self._key, body, hashlib.sha256).digest()
+        return f"{_b64(body)}.{_b64(mac)}"
+
+    def verify(self, token: str | None, call_sid: str) -> TokenClaims:
+        """Check a token presented at `start`; raises `TokenError` with the reason."""
+        if not token:
+            raise TokenError("missing stream token")
+        try:
+            body_b64, mac_b64 = token.split(".", 1)
+            body, mac = _unb64(body_b64), _unb64(mac_b64)
+        except (ValueError, TypeError):
+            raise TokenError("malformed stream token") from None
+        expected = hmac.new(self._key, body, hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, expected):
+            raise TokenError("stream token signature mismatch")
+        try:
+            token_sid, persona, expires_s, nonce = body.decode().split("|")
+            expires = float(expires_s)
+        except (ValueError, UnicodeDecodeError):
+            raise TokenError("malformed stream token") from None
+        if not hmac.compare_digest(token_sid, call_sid):
+            raise TokenError("stream token belongs to another call")
+        now = self._clock()
+        if now > expires:
+            raise TokenError("stream token expired")
+        self._prune(now)
+        if nonce in self._used:
+            raise TokenError("stream token already used")
+        self._used[nonce] = expires
+        return TokenClaims(call_sid=token_sid, persona=persona, expires_at=expires)
+
+    def _prune(self, now: float) -> None:
+        if len(self._used) > 64:
+            for nonce in [n for n, exp in self._used.items() if exp < now]:
+                del self._used[nonce]
+
+
+class TwilioSignatures:
+    """Twilio's `X-Twilio-Signature` checks, over URLs rebuilt from PUBLIC_URL."""
+
+    def __init__(self, auth_token: str, public_base: str) -> None:
+        self._validator = RequestValidator(auth_token)
+        self._base = public_base.rstrip("/")
+        scheme, rest = self._base.split("://", 1)
+        host = rest.split("/", 1)[0]
+        self.stream_url = f"{'wss' if scheme == 'https' else 'ws'}://{host}/media-stream"
+
+    def http_url(self, path: str, query: str = "") -> str:
+        host = self._base.split("://", 1)[1].split("/", 1)[0]
+        scheme = self._base.split("://", 1)[0]
+        return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+    def webhook_valid(
+        self, path: str, query: str, params: Mapping[str, str], signature: str | None
+    ) -> bool:
+        if not signature:
+            return False
+        return bool(self._validator.validate(self.http_url(path, query), dict(params), signature))
+
+    def stream_valid(self, signature: str | None) -> bool:
+        if not signature:
+            return False
+        return bool(self._validator.validate(self.stream_url, {}, signature))
