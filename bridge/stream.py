@@ -44,6 +44,7 @@ MAX_PROTOCOL_ERRORS = 20
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_NORMAL = 1000
 CLOSE_UPSTREAM_FAILED = 1011
+CLOSE_MESSAGE_TOO_BIG = 1009
 
 
 class StreamClosed(Exception):
@@ -229,7 +230,10 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
             await rt.tools.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(rt.upstream.close(), 1.0)
-        await _close_twilio(rt.twilio, CLOSE_NORMAL)
+        final = rt.end_reason or reason
+        await _close_twilio(
+            rt.twilio, CLOSE_POLICY_VIOLATION if final == "protocol_error" else CLOSE_NORMAL
+        )
     _finish(call, rt.end_reason or reason)
     rt.ended.set()
 
@@ -240,6 +244,9 @@ async def _twilio_pump(rt: CallRuntime) -> str:
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
+            if message.get("code") == CLOSE_MESSAGE_TOO_BIG:
+                log.warning("twilio_message_rejected", error="message exceeds the size cap")
+                return "protocol_error"
             return "caller_hangup"
         text = message.get("text")
         now = time.monotonic()
