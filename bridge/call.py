@@ -95,6 +95,9 @@ class _ToolBatch:
     calls: dict[str, ev.FunctionCall] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
     response_done: bool = False
+    # Whether the model should answer the outputs; call control (hang-up, transfer) says
+    # its last words itself and asks for no new response.
+    respond: bool = False
 
 
 @dataclass(slots=True)
@@ -376,15 +379,24 @@ class Call:
         batch.calls[call.call_id] = call
         self.effects.append(RunTool(call))
 
-    def tool_result(self, response_id: str, call_id: str, output: str, now: float) -> None:
-        """A tool finished (or failed: `output` then says so, for the model to talk about)."""
+    def tool_result(
+        self, response_id: str, call_id: str, output: str, now: float, *, respond: bool = True
+    ) -> None:
+        """A tool finished (or failed: `output` then says so, for the model to talk about).
+
+        With `respond=False` the output is recorded without asking the model for a new
+        response (unless another call of the same response wants one): call-control tools
+        have the bridge say the last words, and an answer from the model would talk over them.
+        """
         if self.ended:
             return
         batch = self._tool_batches.get(response_id)
         if batch is None or call_id not in batch.calls:
             return
         batch.results[call_id] = output
+        batch.respond = batch.respond or respond
         self._answer_tools(response_id)
+        self._check_idle()
 
     def _answer_tools(self, response_id: str) -> None:
         batch = self._tool_batches[response_id]
@@ -396,7 +408,8 @@ class Call:
             self.upstream_out.append(
                 self.dialect.function_output(call_id, batch.results[call_id], item_id)
             )
-            self._owed.add(item_id)
+            if batch.respond:
+                self._owed.add(item_id)
         self._maybe_create_response()
 
     def _new_item_id(self) -> str:
@@ -439,8 +452,14 @@ class Call:
     ) -> None:
         self._log_lines(self.transcript.agent_final(item.item_id, played_ms, interrupted, now))
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is playing, no response is under way and no tool result is awaited: the
+        moment call control may act (the caller has heard every word)."""
+        return not self.playback.playing and not self.response_active and not self._tool_batches
+
     def _check_idle(self) -> None:
-        if not self.playback.playing and not self.response_active and not self._tool_batches:
+        if self.idle:
             self.effects.append(PlaybackIdle())
 
     def _log_lines(self, lines: list[dict[str, Any]]) -> None:

@@ -30,6 +30,7 @@ from bridge.logs import get_logger
 from bridge.realtime.dialect import Dialect, UpstreamProtocolError
 from bridge.realtime.upstream import connect
 from bridge.security import TokenError
+from bridge.tools.registry import function_tools
 from bridge.tools.runner import ToolRunner
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class ToolContext:
     bridge: Bridge
     persona: Persona
     call_sid: str
+    caller_number: str = ""
 
 
 @dataclass(eq=False)
@@ -161,7 +163,9 @@ async def _run_call(
         call_sid=start.call_sid,
         dialect=Dialect(settings.dialect),
         audio=make_pipeline(audio_mode),
-        session=persona.session_config(audio_mode, caller_number=caller, at=at),
+        session=persona.session_config(
+            audio_mode, caller_number=caller, at=at, tools=function_tools(persona, settings)
+        ),
         greeting=persona.greeting_for(at, caller),
         started_at=time.monotonic(),
     )
@@ -189,7 +193,9 @@ async def _run_call(
             call,
             flush=lambda: _send_upstream(runtime),
             end=runtime.end,
-            context=ToolContext(bridge=bridge, persona=persona, call_sid=start.call_sid),
+            context=ToolContext(
+                bridge=bridge, persona=persona, call_sid=start.call_sid, caller_number=caller
+            ),
         )
         bridge.runtimes.add(runtime)
         try:
@@ -234,7 +240,9 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
         await _close_twilio(
             rt.twilio, CLOSE_POLICY_VIOLATION if final == "protocol_error" else CLOSE_NORMAL
         )
-    _finish(call, rt.end_reason or reason)
+    # A transfer or hang-up already requested from Twilio is why the call ended, even when
+    # Twilio's `stop` beat the REST answer to the stream.
+    _finish(call, (rt.tools and rt.tools.end_reason) or rt.end_reason or reason)
     rt.ended.set()
 
 
