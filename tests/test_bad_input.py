@@ -83,7 +83,7 @@ async def test_a_bad_message_is_logged_for_that_call_and_the_call_goes_on(
     kind: str, logs: LogCapture
 ) -> None:
     async with bridge_and_fake() as (bridge, fake):
-        async with websockets.connect(bridge.ws_url) as ws:
+        async with websockets.connect(bridge.ws_url, max_queue=None) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1"}))
             await ws.send(start_message())
             session = await fake.wait_for_session()
@@ -103,7 +103,7 @@ async def test_a_bad_message_is_logged_for_that_call_and_the_call_goes_on(
 
 async def test_media_before_start_closes_1008_and_opens_nothing_upstream() -> None:
     async with bridge_and_fake() as (bridge, fake):
-        async with websockets.connect(bridge.ws_url) as ws:
+        async with websockets.connect(bridge.ws_url, max_queue=None) as ws:
             await ws.send(media_message())
             with pytest.raises(websockets.ConnectionClosed) as info:
                 await asyncio.wait_for(ws.recv(), 5)
@@ -116,7 +116,7 @@ async def test_an_oversized_frame_ends_only_that_call(logs: LogCapture) -> None:
         target = await place_call(bridge.base_url)
         async with TwilioMediaStream(target):
             healthy_session = await fake.wait_for_session()
-            async with websockets.connect(bridge.ws_url, max_size=None) as ws:
+            async with websockets.connect(bridge.ws_url, max_size=None, max_queue=None) as ws:
                 await ws.send(start_message())
                 await fake.wait_for_session(2)
                 await ws.send(media_message(payload="A" * 100_000))
@@ -132,7 +132,7 @@ async def test_an_oversized_frame_ends_only_that_call(logs: LogCapture) -> None:
 
 async def test_a_flood_of_protocol_errors_closes_that_call_with_1008() -> None:
     async with bridge_and_fake() as (bridge, _):
-        async with websockets.connect(bridge.ws_url) as ws:
+        async with websockets.connect(bridge.ws_url, max_queue=None) as ws:
             await ws.send(start_message())
             for _ in range(25):
                 await ws.send("garbage")
