@@ -6,6 +6,7 @@ personas, live calls, draining) and hand the media stream to `stream.py`.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, WebSocket
@@ -40,6 +41,8 @@ class Bridge:
             personas = PersonaBook([personas])
         self.personas = personas or PersonaBook.builtin()
         self.active_calls = 0
+        self.idle = asyncio.Event()  # set while no call is live (the drain waits on it)
+        self.idle.set()
         self.draining = False
         self.runtimes: set[CallRuntime] = set()
         self.local_engine_url: str | None = None
@@ -68,10 +71,13 @@ class Bridge:
 
     def call_started(self) -> None:
         self.active_calls += 1
+        self.idle.clear()
         metrics.ACTIVE_CALLS.set(self.active_calls)
 
     def call_ended(self) -> None:
         self.active_calls -= 1
+        if self.active_calls == 0:
+            self.idle.set()
         metrics.ACTIVE_CALLS.set(self.active_calls)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -41,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bridge.app import create_app
     from bridge.persona import PersonaBook, PersonaError, load_personas
+    from bridge.server import DrainingServer
 
     try:
         settings = load_settings(**({"PERSONA_FILE": args.persona} if args.persona else {}))
@@ -95,8 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
-    asyncio.run(server.serve())
+    server = DrainingServer(config, app.state.bridge, settings.DRAIN_TIMEOUT_SECONDS)
+    server.run()
     return 0
 
 

@@ -1,0 +1,65 @@
+"""The uvicorn server with a graceful drain.
+
+On SIGTERM (or SIGINT) Kubernetes expects a pod to stop taking work and finish what it has.
+uvicorn's own shutdown would close every live WebSocket at once, which for us means hanging
+up on callers. So the first signal only starts a drain: `/readyz` turns 503, the webhook
+answers new calls with the busy TwiML, live calls continue until they end or
+`DRAIN_TIMEOUT_SECONDS` passes, and only then does uvicorn shut down (exit status 0).
+A second SIGINT still forces an immediate exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from bridge.logs import get_logger
+
+if TYPE_CHECKING:
+    from bridge.app import Bridge
+
+log = get_logger("voicebridge.server")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, bridge: Bridge, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self.bridge = bridge
+        self.drain_timeout_s = drain_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None or self._loop is None:
+            # Second signal (or no loop yet): uvicorn's own handling, which forces on SIGINT.
+            super().handle_exit(sig, frame)
+            return
+        self._loop.call_soon_threadsafe(self._start_drain, signal.Signals(sig).name)
+
+    def _start_drain(self, signame: str) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self.drain(signame))
+
+    async def drain(self, reason: str = "shutdown") -> None:
+        """Stop accepting calls, wait for live ones (up to the timeout), then shut down."""
+        bridge = self.bridge
+        bridge.draining = True
+        active = bridge.active_calls
+        log.info(
+            "drain_started", signal=reason, active_calls=active, timeout_s=self.drain_timeout_s
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bridge.idle.wait(), self.drain_timeout_s)
+        remaining = bridge.active_calls
+        log.info("drain_finished", active_calls=remaining, timed_out=remaining > 0)
+        self.should_exit = True

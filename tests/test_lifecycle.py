@@ -1,0 +1,158 @@
+"""Process and call lifecycle: graceful drain on SIGTERM, nothing leaked when a caller
+vanishes, a clean fallback when the upstream cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.sim import CallRejected, TwilioMediaStream, place_call
+from tests.conftest import LogCapture, free_port, make_settings, running_bridge, wait_until
+from tests.fakes.realtime import FakeRealtimeServer, Say
+
+
+@contextmanager
+def serve_process(
+    env_extra: dict[str, str], tmp_path: Any
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "AZURE", "TWILIO"))}
+    env.update({"LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env_extra})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(
+                    "bridge did not start: " + (proc.stdout.read() if proc.stdout else "")
+                )
+            time.sleep(0.05)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+async def get(url: str) -> int:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url, timeout=5)).status_code
+
+
+async def test_sigterm_drains_live_calls_then_exits_zero(tmp_path: Any) -> None:
+    async with FakeRealtimeServer("ga", [[Say("A long greeting.", 6000)]], speed=1.0) as fake:
+        env = {
+            "OPENAI_API_KEY": "sk-test-0123456789",
+            "REALTIME_URL": fake.url,
+            "DRAIN_TIMEOUT_SECONDS": "20",
+        }
+        with serve_process(env, tmp_path) as (proc, base):
+            target = await place_call(base)
+            async with TwilioMediaStream(target) as stream:
+                await wait_until(lambda: stream.played_ms_total >= 300, 5, "audio")
+                proc.send_signal(signal.SIGTERM)
+                await wait_until(
+                    lambda: httpx.get(f"{base}/readyz").status_code == 503, 5, "readiness to drop"
+                )
+                assert await get(f"{base}/healthz") == 200
+                with pytest.raises(CallRejected) as busy:
+                    await place_call(base)
+                assert busy.value.verbs == ("Say", "Hangup")
+                heard = stream.played_ms_total
+                await asyncio.sleep(1.0)
+                assert stream.played_ms_total >= heard + 800  # the live call goes on
+                assert proc.poll() is None
+            # The caller hung up: the last call is over, so the process exits, cleanly.
+            exit_code = await asyncio.to_thread(proc.wait, 10)
+        assert exit_code == 0
+        output = proc.stdout.read() if proc.stdout else ""
+        assert '"drain_finished"' in output and '"timed_out":false' in output
+
+
+async def test_drain_gives_up_after_the_timeout_and_exits_zero(tmp_path: Any) -> None:
+    async with FakeRealtimeServer("ga", [[Say("Endless.", 20000)]], speed=1.0) as fake:
+        env = {
+            "OPENAI_API_KEY": "sk-test-0123456789",
+            "REALTIME_URL": fake.url,
+            "DRAIN_TIMEOUT_SECONDS": "1",
+        }
+        with serve_process(env, tmp_path) as (proc, base):
+            target = await place_call(base)
+            async with TwilioMediaStream(target) as stream:
+                await wait_until(lambda: stream.played_ms_total >= 200, 5, "audio")
+                signalled = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                exit_code = await asyncio.to_thread(proc.wait, 10)
+                assert 1.0 <= time.monotonic() - signalled < 5.0
+        assert exit_code == 0
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_caller_that_vanishes_without_stop_leaves_nothing_behind(logs: LogCapture) -> None:
+    async with FakeRealtimeServer("ga", [[Say("Hello there.", 2000)]], speed=1.0) as fake:
+        settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url)
+        async with running_bridge(settings) as bridge:
+            async with httpx.AsyncClient() as client:  # warm the HTTP path once
+                await client.get(f"{bridge.base_url}/healthz")
+            tasks_before = len(asyncio.all_tasks())
+            fds_before = _fds()
+            target = await place_call(bridge.base_url)
+            stream = TwilioMediaStream(target)
+            await stream.connect()
+            session = await fake.wait_for_session()
+            await wait_until(lambda: stream.played_ms_total >= 200, 5, "audio")
+            await stream.hangup_abruptly()
+            await stream.aclose(raise_errors=False)
+            await session.wait_closed(2)
+            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, 2, "tasks to end")
+            await wait_until(lambda: _fds() <= fds_before, 2, "sockets to close")
+            assert not bridge.bridge.runtimes
+            names = {t.get_name() for t in asyncio.all_tasks()}
+            assert not any(n.startswith(("twilio:", "upstream:", "tool:")) for n in names)
+    assert logs.events("call_ended")[0]["reason"] == "caller_hangup"
+
+
+async def test_unreachable_upstream_ends_the_stream_so_twilio_plays_the_fallback(
+    logs: LogCapture,
+) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/v1/realtime"  # nothing listens there
+    settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=dead)
+    async with running_bridge(settings) as bridge:
+        target = await place_call(bridge.base_url)
+        # After </Connect>, Twilio continues with the apology: the caller is never left silent.
+        assert "<Say>" in target.twiml.split("</Connect>")[1]
+        started = time.monotonic()
+        async with TwilioMediaStream(target) as stream:
+            info = await asyncio.wait_for(stream.closed, 5)
+        assert info.code == 1011
+        assert time.monotonic() - started < 3
+    failed = logs.events("upstream_connect_failed")
+    assert len(failed) == 1 and failed[0]["url"] == dead
+    assert logs.events("call_ended")[0]["reason"] == "upstream_failed"
