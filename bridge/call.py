@@ -485,6 +485,7 @@ class Call:
                     "barge_ins": self.stats.barge_ins,
                     "frames_in": self.stats.frames_in,
                     "frames_out": self.stats.frames_out,
+                    "frames_dropped": self.stats.frames_dropped,
                 },
             )
         )

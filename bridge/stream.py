@@ -28,7 +28,7 @@ from bridge.audio import make_pipeline
 from bridge.call import BargeIn, Call, Dtmf, End, Log, PlaybackIdle, RunTool
 from bridge.logs import get_logger
 from bridge.realtime.dialect import Dialect, UpstreamProtocolError
-from bridge.realtime.upstream import connect
+from bridge.realtime.upstream import UPSTREAM_AUDIO_BACKLOG_BYTES, connect
 from bridge.security import TokenError
 from bridge.tools.registry import function_tools
 from bridge.tools.runner import ToolRunner
@@ -318,10 +318,29 @@ async def _send_twilio(rt: CallRuntime) -> float | None:
     return first_sent_at
 
 
+_APPEND_PREFIX = '{"type":"input_audio_buffer.append"'
+
+
 async def _send_upstream(rt: CallRuntime) -> None:
+    """Send the upstream outbox. Policy when the upstream is slower than real time: caller
+    audio beyond `UPSTREAM_AUDIO_BACKLOG_BYTES` of unsent data is dropped and counted (the
+    newest frames go, so nothing waits), while control messages are always sent."""
     out, rt.call.upstream_out = rt.call.upstream_out, []
+    upstream = rt.upstream
     for message in out:
-        await rt.upstream.send(message)
+        if (
+            message.startswith(_APPEND_PREFIX)
+            and upstream.transport.get_write_buffer_size() > UPSTREAM_AUDIO_BACKLOG_BYTES
+        ):
+            rt.call.stats.frames_dropped += 1
+            metrics.FRAMES_DROPPED.labels(direction="inbound", reason="upstream_slow").inc()
+            if (
+                rt.call.stats.frames_dropped in (1, 50, 500)
+                or rt.call.stats.frames_dropped % 5000 == 0
+            ):
+                log.warning("upstream_slow", frames_dropped=rt.call.stats.frames_dropped)
+            continue
+        await upstream.send(message)
 
 
 def _apply_effects(

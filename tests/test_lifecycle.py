@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,3 +157,46 @@ async def test_unreachable_upstream_ends_the_stream_so_twilio_plays_the_fallback
     failed = logs.events("upstream_connect_failed")
     assert len(failed) == 1 and failed[0]["url"] == dead
     assert logs.events("call_ended")[0]["reason"] == "upstream_failed"
+
+
+async def test_a_stalled_upstream_drops_caller_audio_but_never_stalls_the_call(
+    logs: LogCapture,
+) -> None:
+    import websockets
+
+    stalled = asyncio.Event()
+    connections: list[Any] = []
+
+    async def stalling_upstream(ws: Any) -> None:
+        connections.append(ws)
+        await ws.send('{"type":"session.created","event_id":"e1","session":{}}')
+        await ws.recv()  # session.update
+        ws.transport.pause_reading()  # a model that stopped reading: TCP fills up
+        stalled.set()
+        await ws.wait_closed()
+
+    # A small receive buffer so the stall shows within a second, not after megabytes of
+    # kernel buffering on loopback.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    async with websockets.serve(stalling_upstream, sock=listener) as server:
+        port = server.sockets[0].getsockname()[1]
+        settings = make_settings(
+            OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=f"ws://127.0.0.1:{port}/v1/realtime"
+        )
+        async with running_bridge(settings) as bridge:
+            target = await place_call(bridge.base_url)
+            async with TwilioMediaStream(target) as stream:
+                await stalled.wait()
+                await logs.wait_for("upstream_slow", 1, timeout=10)
+                stopped = time.monotonic()
+            # `stop` still got through at once: the Twilio reader never waited on the model.
+            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            assert time.monotonic() - stopped < 2.0
+        for ws in connections:  # it cannot read our close frame: don't wait for it
+            ws.transport.abort()
+    ended = logs.events("call_ended")[0]
+    assert ended["reason"] == "caller_hangup"
+    assert ended["frames_dropped"] >= 1
+    assert ended["frames_in"] == len(stream.frames)

@@ -9,6 +9,7 @@ Keys go in headers only: URLs end up in logs.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -21,6 +22,14 @@ from bridge.settings import Settings
 # 4 MiB leaves room for long transcripts and session echoes while refusing nonsense.
 UPSTREAM_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
+# Caller audio queued towards a slow upstream beyond this is dropped rather than waited for
+# (about one second of 24 kHz PCM16 appends): waiting would stall the Twilio reader, and with
+# it the marks and `stop` that must keep flowing. See `stream._send_upstream`.
+UPSTREAM_AUDIO_BACKLOG_BYTES = 64 * 1024
+# websockets blocks `send` above this; kept above the audio backlog so control messages
+# (truncate, cancel, tool outputs) still go out at once when audio is being dropped.
+UPSTREAM_WRITE_LIMIT = 256 * 1024
+UPSTREAM_SOCKET_SNDBUF = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ def upstream_target(settings: Settings, local_url: str | None = None) -> Upstrea
 
 async def connect(target: UpstreamTarget) -> ClientConnection:
     """Open the Realtime socket. Raises OSError / websockets errors / TimeoutError on failure."""
-    return await websockets.connect(
+    connection = await websockets.connect(
         target.url,
         additional_headers=target.headers,
         max_size=UPSTREAM_MAX_MESSAGE_BYTES,
@@ -88,4 +97,12 @@ async def connect(target: UpstreamTarget) -> ClientConnection:
         ping_interval=20,
         ping_timeout=20,
         close_timeout=1,
+        write_limit=UPSTREAM_WRITE_LIMIT,
     )
+    sock = connection.transport.get_extra_info("socket")
+    if sock is not None:
+        # A fixed kernel send buffer: autotuning lets it grow to megabytes (a minute of audio)
+        # before a stalled upstream shows at all. 64 KiB is far above what a 50 KB/s stream
+        # needs on any real path, and keeps the total lag before dropping near 2 s.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UPSTREAM_SOCKET_SNDBUF)
+    return connection
