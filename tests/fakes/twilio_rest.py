@@ -1,0 +1,226 @@
+"""A fake Twilio REST API on loopback: the call-update endpoint the bridge's call control uses.
+
+The real twilio `Client` talks to it over HTTP (point `TWILIO_API_BASE_URL` at ``fake.url``).
+It serves ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` as Twilio does:
+HTTP basic auth with the account SID and auth token, form fields ``Twiml`` / ``Status``, the
+call resource as JSON on success, and Twilio's error JSON (``code`` 20404 for a call that is
+over, 20003 for bad credentials). Every request is recorded with its ``time.monotonic()``
+arrival time, so a test can compare it with what the caller heard::
+
+    with FakeTwilioRest("AC…", "token") as rest:
+        ...  # TWILIO_API_BASE_URL=rest.url
+        request = await rest.wait_for_request(timeout=5)
+        assert "<Dial>" in request.form["Twiml"]
+
+It runs in its own thread (``http.server``), so a blocking client in a worker thread and the
+test's event loop never wait on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+_CALL_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls/(?P<call>CA[0-9A-Za-z]+)\.json$"
+)
+
+
+@dataclass(frozen=True)
+class RestRequest:
+    """One request as it arrived: ``time`` is ``time.monotonic()`` when it was read."""
+
+    time: float
+    method: str
+    path: str
+    account_sid: str | None
+    call_sid: str | None
+    form: dict[str, str]
+    headers: dict[str, str]
+    status: int = 0
+    """The HTTP status the fake answered."""
+
+
+@dataclass
+class FakeTwilioRest:
+    """Twilio's call-update endpoint. ``ended`` holds call SIDs that answer 404 / 20404;
+    ``fail_status`` makes every update fail with that status (e.g. 500);
+    ``on_update(request)`` runs in the server thread before the answer is sent (e.g. to have
+    the fake caller receive ``stop`` before the REST answer, as Twilio may); ``delay_s``
+    holds each answer back."""
+
+    account_sid: str
+    auth_token: str
+    ended: set[str] = field(default_factory=set)
+    fail_status: int | None = None
+    delay_s: float = 0.0
+    on_update: Callable[[RestRequest], None] | None = None
+    requests: list[RestRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._released = threading.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def updates(self, call_sid: str | None = None) -> list[RestRequest]:
+        """Call updates received (any call, or one)."""
+        return [
+            r
+            for r in list(self.requests)
+            if r.call_sid is not None and (call_sid is None or r.call_sid == call_sid)
+        ]
+
+    async def wait_for_request(self, n: int = 1, timeout: float = 5.0) -> RestRequest:
+        """The ``n``-th request (1-based), waiting for it without blocking the event loop."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no REST request #{n} within {timeout}s")
+            await asyncio.sleep(0.005)
+        return self.requests[n - 1]
+
+    def start(self) -> FakeTwilioRest:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+            def do_GET(self) -> None:
+                fake._handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-twilio-rest", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._released.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> FakeTwilioRest:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the endpoint ---------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        arrived = time.monotonic()
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length).decode("utf-8", "replace") if length else ""
+        form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+        match = _CALL_PATH.match(handler.path.split("?", 1)[0])
+        account = match["account"] if match else None
+        call = match["call"] if match else None
+        status, payload = self._answer(handler, account, call, form)
+        request = RestRequest(
+            arrived,
+            handler.command,
+            handler.path,
+            account,
+            call,
+            form,
+            {k: v for k, v in handler.headers.items()},
+            status,
+        )
+        self.requests.append(request)
+        if match and handler.command == "POST" and self.on_update is not None:
+            self.on_update(request)
+        if self.delay_s:
+            self._released.wait(self.delay_s)
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _answer(
+        self,
+        handler: BaseHTTPRequestHandler,
+        account: str | None,
+        call: str | None,
+        form: dict[str, str],
+    ) -> tuple[int, dict[str, Any]]:
+        path = handler.path
+        if not self._authorized(handler.headers.get("Authorization")):
+            return 401, _error(20003, "Authenticate", 401)
+        if account is None or call is None or handler.command != "POST":
+            return 404, _error(20404, f"The requested resource {path} was not found", 404)
+        if account != self.account_sid:
+            return 404, _error(20404, f"The requested resource {path} was not found", 404)
+        if self.fail_status is not None:
+            return self.fail_status, _error(20500, "Internal Server Error", self.fail_status)
+        if call in self.ended:
+            return 404, _error(20404, f"The requested resource {path} was not found", 404)
+        if "Twiml" not in form and "Status" not in form and "Url" not in form:
+            return 400, _error(21201, "No 'Twiml', 'Url' or 'Status' parameter", 400)
+        status = "in-progress"
+        if form.get("Status") in ("completed", "canceled"):
+            status = "completed"
+            self.ended.add(call)
+        return 200, {
+            "sid": call,
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "status": status,
+            "direction": "inbound",
+            "from": "+15550001111",
+            "to": "+15550002222",
+            "uri": path,
+        }
+
+    def _authorized(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return user == self.account_sid and password == self.auth_token
+
+
+def _error(code: int, message: str, status: int) -> dict[str, Any]:
+    """Twilio's error body (the legacy shape the Api domain still answers with)."""
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+__all__ = ["FakeTwilioRest", "RestRequest"]
