@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,27 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+# Every log line of the whole run, for the secrets scan in `pytest_sessionfinish`.
+ALL_LOG_LINES: list[str] = []
+# Values that must never appear in a log line: the fake credentials tests configure, and
+# every stream token minted during the run.
+TEST_SECRETS = {
+    "sk-test-0123456789",
+    "az-key-0123456789",
+    "twilio-auth-token-0123456789abcdef",
+    "sk-bench-0123456789",
+}
+MINTED_TOKENS: set[str] = set()
+
+
+class _Tee(io.TextIOBase):
+    """The default log stream in tests: pytest's current stdout, and the run-wide record."""
+
+    def write(self, text: str) -> int:
+        ALL_LOG_LINES.extend(text.splitlines())
+        return sys.stdout.write(text)
+
+
 class LogCapture(io.TextIOBase):
     """A stream for structlog that keeps every JSON line, parsed."""
 
@@ -46,7 +68,9 @@ class LogCapture(io.TextIOBase):
         self.lines: list[str] = []
 
     def write(self, text: str) -> int:
-        self.lines.extend(line for line in text.splitlines() if line.strip())
+        lines = [line for line in text.splitlines() if line.strip()]
+        self.lines.extend(lines)
+        ALL_LOG_LINES.extend(lines)
         return len(text)
 
     @property
@@ -67,12 +91,47 @@ class LogCapture(io.TextIOBase):
         return self.events(name)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _log_everything() -> Iterator[None]:
+    """Route all logging through the run-wide record, and note every stream token minted."""
+    from bridge.security import StreamTokens
+
+    original = StreamTokens.mint
+
+    def recording_mint(self: StreamTokens, call_sid: str, persona: str) -> str:
+        token = original(self, call_sid, persona)
+        MINTED_TOKENS.add(token)
+        return token
+
+    StreamTokens.mint = recording_mint  # type: ignore[method-assign]
+    configure_logging("json", "DEBUG", secrets=(), stream=_Tee())
+    yield
+    StreamTokens.mint = original  # type: ignore[method-assign]
+
+
 @pytest.fixture
 def logs() -> Iterator[LogCapture]:
     capture = LogCapture()
     configure_logging("json", "DEBUG", secrets=(), stream=capture)
     yield capture
-    configure_logging("json", "INFO", secrets=())
+    configure_logging("json", "DEBUG", secrets=(), stream=_Tee())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No secret in any log line of the whole run: API keys, auth tokens, stream tokens.
+
+    The redactor is off in tests on purpose: this checks that the code never logs them at
+    all, not merely that the last line of defence scrubs them.
+    """
+    needles = TEST_SECRETS | MINTED_TOKENS
+    leaks = [line for line in ALL_LOG_LINES if any(n in line for n in needles)]
+    if leaks:
+        sys.stderr.write(f"\nSECRETS IN LOGS ({len(leaks)} lines), first: {leaks[0][:300]}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif ALL_LOG_LINES:
+        sys.stderr.write(
+            f"\nsecrets scan: {len(ALL_LOG_LINES)} log lines, {len(needles)} secrets, no leak\n"
+        )
 
 
 async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
