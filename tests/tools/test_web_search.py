@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from bridge.persona import EndCallTool, Persona, Tools, WebSearchTool
@@ -126,7 +124,6 @@ async def test_the_session_offers_web_search_only_with_a_key(with_key: bool) -> 
                 fake, support_persona(), tavily=tavily if with_key else None
             ) as call:
                 update = await call.session.wait_for_event("session.update")
-                await asyncio.sleep(0)
             assert fake.violations == []
     names = [t["name"] for t in update["session"].get("tools", [])]
     assert names == (["web_search", "end_call"] if with_key else ["end_call"])
