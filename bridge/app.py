@@ -7,6 +7,9 @@ personas, live calls, draining) and hand the media stream to `stream.py`.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, WebSocket
@@ -14,11 +17,13 @@ from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
+from bridge.engine.local import local_engine
 from bridge.logs import get_logger
 from bridge.persona import FallbackPlan, Persona, PersonaBook
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
 from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
+from bridge.softphone import softphone_enabled, softphone_router
 from bridge.stream import CallRuntime, handle_media_stream
 
 log = get_logger("voicebridge.app")
@@ -125,8 +130,22 @@ async def _form(request: Request) -> dict[str, str]:
 def create_app(settings: Settings, personas: PersonaBook | Persona | None = None) -> FastAPI:
     """Build the ASGI app. `app.state.bridge` is the shared state."""
     bridge = Bridge(settings, personas)
-    app = FastAPI(title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The built-in local Realtime engine, when it is the provider (issue 8).
+        wanted = settings.provider == "local" and not settings.REALTIME_URL
+        async with local_engine(wanted and bridge.local_engine_url is None) as engine:
+            if engine is not None:
+                bridge.local_engine_url = engine.url
+            yield
+
+    app = FastAPI(
+        title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.bridge = bridge
+    if softphone_enabled(settings):
+        app.include_router(softphone_router())
 
     def signed(request: Request, form: dict[str, str]) -> bool:
         if bridge.signatures is None:
@@ -158,7 +177,12 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         caller, called = form.get("From", ""), form.get("To", "")
         persona = bridge.personas.for_number(called)
         stream_url = settings.stream_url(request.headers.get("host"), request.url.scheme)
-        parameters = {"From": caller, "To": called, "persona": persona.name}
+        parameters = {
+            "From": caller,
+            "To": called,
+            "persona": persona.name,
+            "webhook_at": f"{time.time():.3f}",  # for the time-to-first-audio metric
+        }
         if bridge.tokens is not None:
             parameters["token"] = bridge.tokens.mint(call_sid, persona.name)
         log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)

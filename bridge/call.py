@@ -85,7 +85,15 @@ class End:
     reason: str
 
 
-Effect = Log | BargeIn | RunTool | Dtmf | PlaybackIdle | End
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A number for the metrics: `turn_latency` (caller stopped → first agent frame, s)."""
+
+    name: str
+    value: float
+
+
+Effect = Log | BargeIn | RunTool | Dtmf | PlaybackIdle | End | Measure
 
 
 @dataclass(slots=True)
@@ -106,8 +114,9 @@ class CallStats:
     barge_ins: int = 0
     frames_in: int = 0
     frames_out: int = 0
-    frames_dropped: int = 0
-    deltas_dropped: int = 0
+    frames_dropped: int = 0  # caller frames that never reached the model
+    backlog_dropped: int = 0  # of those, dropped while the upstream was still opening
+    deltas_dropped: int = 0  # agent audio of interrupted responses, never played
 
 
 class Call:
@@ -155,6 +164,7 @@ class Call:
         self._owed: set[str] = set()
         self._owed_added: set[str] = set()
         self._item_seq = 0
+        self._speech_stopped_at: float | None = None
         self._function_names: dict[str, str] = {}  # item_id → name (beta omits it later)
         self._bytes_per_ms = audio.upstream_bytes_per_ms
 
@@ -196,6 +206,7 @@ class Call:
             if len(self._backlog) >= BACKLOG_FRAMES:
                 self._backlog.pop(0)
                 self.stats.frames_dropped += 1
+                self.stats.backlog_dropped += 1
             self._backlog.append(message)
 
     def _on_mark(self, name: str, now: float) -> None:
@@ -212,6 +223,8 @@ class Call:
             self._on_delta(event, now)
         elif isinstance(event, ev.SpeechStarted):
             self._on_speech_started(now)
+        elif isinstance(event, ev.SpeechStopped):
+            self._speech_stopped_at = now
         elif isinstance(event, ev.AudioDone):
             self._on_audio_done(event, now)
         elif isinstance(event, ev.OutputItemAdded):
@@ -290,6 +303,9 @@ class Call:
             out.append(tw.media_message(sid, frame))
             out.append(tw.mark_message(sid, self.playback.frame_sent(item, now)))
         self.stats.frames_out += len(frames)
+        if frames and self._speech_stopped_at is not None:
+            self.effects.append(Measure("turn_latency", now - self._speech_stopped_at))
+            self._speech_stopped_at = None
 
     def _on_speech_started(self, now: float) -> None:
         """Barge-in. The order of the outboxes is the order on the wire: clear goes first."""

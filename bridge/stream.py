@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from bridge import metrics
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
-from bridge.call import BargeIn, Call, Dtmf, End, Log, PlaybackIdle, RunTool
+from bridge.call import BargeIn, Call, CallStats, Dtmf, End, Log, Measure, PlaybackIdle, RunTool
 from bridge.logs import get_logger
 from bridge.realtime.dialect import Dialect, UpstreamProtocolError
 from bridge.realtime.upstream import UPSTREAM_AUDIO_BACKLOG_BYTES, connect
@@ -74,6 +74,9 @@ class CallRuntime:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     end_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    webhook_at: float | None = None  # wall clock of the webhook, for time to first audio
+    first_audio_seen: bool = False
+    reported: CallStats = field(default_factory=CallStats)  # what the metrics already have
 
     def end(self, reason: str) -> None:
         """End the call from outside the pumps (call control, limits, shutdown)."""
@@ -157,6 +160,7 @@ async def _run_call(
     settings = bridge.settings
     audio_mode = settings.REALTIME_AUDIO
     caller = params.get("From", "")
+    stream_opened_at = time.time()
     at = datetime.now(UTC)
     call = Call(
         stream_sid=start.stream_sid,
@@ -189,6 +193,7 @@ async def _run_call(
             await _close_twilio(ws, CLOSE_UPSTREAM_FAILED, "upstream unavailable")
             return
         runtime = CallRuntime(call=call, twilio=ws, upstream=upstream, dialect=call.dialect)
+        runtime.webhook_at = _float_or_none(params.get("webhook_at")) or stream_opened_at
         runtime.tools = ToolRunner(
             call,
             flush=lambda: _send_upstream(runtime),
@@ -240,6 +245,7 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
         await _close_twilio(
             rt.twilio, CLOSE_POLICY_VIOLATION if final == "protocol_error" else CLOSE_NORMAL
         )
+    _sync_metrics(rt)
     # A transfer or hang-up already requested from Twilio is why the call ended, even when
     # Twilio's `stop` beat the REST answer to the stream.
     _finish(call, (rt.tools and rt.tools.end_reason) or rt.end_reason or reason)
@@ -262,6 +268,8 @@ async def _twilio_pump(rt: CallRuntime) -> str:
             if text is None:
                 raise tw.StreamProtocolError("binary frame (Media Streams is text only)")
             call.on_twilio(tw.parse(text), now)
+            if call.stats.frames_in % METRICS_EVERY_FRAMES == 0:
+                _sync_metrics(rt)
         except (tw.StreamProtocolError, ValueError) as exc:
             errors += 1
             log.warning("twilio_message_rejected", error=str(exc), count=errors)
@@ -294,6 +302,10 @@ async def _upstream_pump(rt: CallRuntime, bridge: Bridge) -> str:
             clear_sent_at = None
             if call.twilio_out:
                 clear_sent_at = await _send_twilio(rt)
+                if not rt.first_audio_seen and call.stats.frames_out:
+                    rt.first_audio_seen = True
+                    if rt.webhook_at is not None:
+                        metrics.TIME_TO_FIRST_AUDIO.observe(max(0.0, time.time() - rt.webhook_at))
             if call.upstream_out:
                 await _send_upstream(rt)
             if call.effects:
@@ -355,6 +367,11 @@ def _apply_effects(
     for effect in effects:
         if isinstance(effect, Log):
             getattr(log, effect.level)(effect.event, **effect.fields)
+            if effect.event == "upstream_error":
+                metrics.UPSTREAM_ERRORS.labels(code=str(effect.fields.get("code"))).inc()
+        elif isinstance(effect, Measure):
+            if effect.name == "turn_latency":
+                metrics.TURN_LATENCY.observe(effect.value)
         elif isinstance(effect, BargeIn):
             reaction_ms = None
             if received is not None and clear_sent_at is not None:
@@ -365,6 +382,7 @@ def _apply_effects(
                 played_ms=effect.played_ms,
                 reaction_ms=reaction_ms,
             )
+            metrics.BARGE_INS.inc()
         elif isinstance(effect, RunTool):
             if rt.tools is not None:
                 rt.tools.start(effect.call)
@@ -381,7 +399,57 @@ def _apply_effects(
     return end_reason
 
 
+# Why a call ended → the `outcome` label of voicebridge_calls_total.
+_OUTCOMES = {
+    "caller_hangup": "caller_hangup",
+    "agent_hangup": "agent_hangup",
+    "transferred": "transferred",
+    "upstream_failed": "upstream_failed",
+    "upstream_closed": "upstream_failed",
+    "timeout": "timeout",
+    "max_duration": "timeout",
+    "idle": "timeout",
+    "protocol_error": "error",
+    "error": "error",
+}
+METRICS_EVERY_FRAMES = 50  # counters are synced about once a second, not per frame
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _sync_metrics(rt: CallRuntime) -> None:
+    """Move the frame counters by what changed since the last sync."""
+    stats, done = rt.call.stats, rt.reported
+    if stats.frames_in != done.frames_in:
+        metrics.FRAMES_IN.inc(stats.frames_in - done.frames_in)
+        done.frames_in = stats.frames_in
+    if stats.frames_out != done.frames_out:
+        metrics.FRAMES_OUT.inc(stats.frames_out - done.frames_out)
+        done.frames_out = stats.frames_out
+    if stats.backlog_dropped != done.backlog_dropped:
+        metrics.FRAMES_DROPPED.labels(direction="inbound", reason="upstream_not_ready").inc(
+            stats.backlog_dropped - done.backlog_dropped
+        )
+        done.backlog_dropped = stats.backlog_dropped
+    if stats.deltas_dropped != done.deltas_dropped:
+        metrics.FRAMES_DROPPED.labels(direction="outbound", reason="barge_in").inc(
+            stats.deltas_dropped - done.deltas_dropped
+        )
+        done.deltas_dropped = stats.deltas_dropped
+    if rt.upstream.transport is not None:
+        metrics.QUEUE_DEPTH.labels(queue="upstream_send_kib").observe(
+            rt.upstream.transport.get_write_buffer_size() / 1024
+        )
+
+
 def _finish(call: Call, reason: str) -> None:
+    metrics.CALLS.labels(outcome=_OUTCOMES.get(reason, "completed")).inc()
+    metrics.CALL_DURATION.observe(time.monotonic() - call.started_at)
     call.finish(reason, time.monotonic())
     for effect in call.effects:
         if isinstance(effect, Log):
