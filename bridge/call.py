@@ -165,6 +165,9 @@ class Call:
         self._owed_added: set[str] = set()
         self._item_seq = 0
         self._speech_stopped_at: float | None = None
+        # Last sign of life from either side (speech, agent audio, playback); the idle limit.
+        self.last_activity = started_at
+        self.last_caller_speech: float | None = None
         self._function_names: dict[str, str] = {}  # item_id → name (beta omits it later)
         self._bytes_per_ms = audio.upstream_bytes_per_ms
 
@@ -211,6 +214,8 @@ class Call:
 
     def _on_mark(self, name: str, now: float) -> None:
         item = self.playback.mark_echoed(name, now)
+        if item is not None:
+            self.last_activity = now
         if item is not None and item.audio_done and self.playback.item_finished(item):
             self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
             self._check_idle()
@@ -222,8 +227,10 @@ class Call:
         if isinstance(event, ev.AudioDelta):
             self._on_delta(event, now)
         elif isinstance(event, ev.SpeechStarted):
+            self.last_activity = self.last_caller_speech = now
             self._on_speech_started(now)
         elif isinstance(event, ev.SpeechStopped):
+            self.last_activity = self.last_caller_speech = now
             self._speech_stopped_at = now
         elif isinstance(event, ev.AudioDone):
             self._on_audio_done(event, now)

@@ -30,7 +30,7 @@ from bridge.logs import get_logger
 from bridge.realtime.dialect import Dialect, UpstreamProtocolError
 from bridge.realtime.upstream import UPSTREAM_AUDIO_BACKLOG_BYTES, connect
 from bridge.security import TokenError
-from bridge.tools.registry import function_tools
+from bridge.tools.registry import function_tools, speak_exactly
 from bridge.tools.runner import ToolRunner
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_NORMAL = 1000
 CLOSE_UPSTREAM_FAILED = 1011
 CLOSE_MESSAGE_TOO_BIG = 1009
+METRICS_EVERY_FRAMES = 50  # counters are synced about once a second, not per frame
+LIMITS_TICK_S = 0.5  # how often call length and idleness are checked
+IDLE_GOODBYE = "I haven't heard from you, so I'll end the call now. Goodbye."
 
 
 class StreamClosed(Exception):
@@ -71,7 +74,11 @@ class CallRuntime:
     upstream: ClientConnection
     dialect: Dialect
     tools: ToolRunner | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # the two pumps
+    helpers: set[asyncio.Task[Any]] = field(default_factory=set)  # timers beside them
+    persona: Persona | None = None
+    max_call_s: float = 1800.0
+    idle_s: float = 30.0
     end_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     webhook_at: float | None = None  # wall clock of the webhook, for time to first audio
@@ -194,6 +201,9 @@ async def _run_call(
             return
         runtime = CallRuntime(call=call, twilio=ws, upstream=upstream, dialect=call.dialect)
         runtime.webhook_at = _float_or_none(params.get("webhook_at")) or stream_opened_at
+        runtime.persona = persona
+        runtime.max_call_s = persona.limits.max_call_seconds or settings.MAX_CALL_SECONDS
+        runtime.idle_s = persona.limits.idle_seconds or settings.IDLE_TIMEOUT_SECONDS
         runtime.tools = ToolRunner(
             call,
             flush=lambda: _send_upstream(runtime),
@@ -219,7 +229,9 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
     upstream_task = asyncio.create_task(
         _upstream_pump(rt, bridge), name=f"upstream:{call.call_sid}"
     )
+    limits_task = asyncio.create_task(_enforce_limits(rt), name=f"limits:{call.call_sid}")
     rt.tasks.update((twilio_task, upstream_task))
+    rt.helpers.add(limits_task)
     reason = "error"
     try:
         done, _ = await asyncio.wait(
@@ -233,10 +245,11 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
         else:
             reason = first.result()
     finally:
-        for task in list(rt.tasks):
+        for task in (*rt.tasks, *rt.helpers):
             task.cancel()
-        await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await asyncio.gather(*rt.tasks, *rt.helpers, return_exceptions=True)
         rt.tasks.clear()
+        rt.helpers.clear()
         if rt.tools is not None:
             await rt.tools.aclose()
         with contextlib.suppress(Exception):
@@ -250,6 +263,44 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
     # Twilio's `stop` beat the REST answer to the stream.
     _finish(call, (rt.tools and rt.tools.end_reason) or rt.end_reason or reason)
     rt.ended.set()
+
+
+async def _enforce_limits(rt: CallRuntime) -> None:
+    """Call length and idleness, checked every half second beside the pumps.
+
+    At the length limit the persona's goodbye is spoken, then the call is hung up. When
+    neither side has done anything for the idle time, the persona's reprompt is spoken once;
+    if the caller still says nothing for another idle period, a short goodbye and hang-up.
+    """
+    call, persona = rt.call, rt.persona
+    if rt.tools is None or persona is None:
+        return
+    reprompted_at: float | None = None
+    caller = rt.tools.context.caller_number if rt.tools.context is not None else ""
+    while True:
+        await asyncio.sleep(LIMITS_TICK_S)
+        now = time.monotonic()
+        if now - call.started_at >= rt.max_call_s:
+            log.info("call_limit", limit="max_call_seconds", seconds=rt.max_call_s)
+            rt.tools.end_with(
+                persona.render(persona.limits.goodbye, caller_number=caller), "max_duration"
+            )
+            return
+        if reprompted_at is not None and (call.last_caller_speech or 0) > reprompted_at:
+            reprompted_at = None  # the caller answered the reprompt
+        if not call.idle or now - call.last_activity < rt.idle_s:
+            continue
+        if reprompted_at is None and persona.limits.idle_reprompt:
+            log.info("call_limit", limit="idle_reprompt", seconds=rt.idle_s)
+            reprompt = persona.render(persona.limits.idle_reprompt, caller_number=caller)
+            if call.say(speak_exactly(reprompt)):
+                reprompted_at = now
+                call.last_activity = now
+                await _send_upstream(rt)
+            continue
+        log.info("call_limit", limit="idle_seconds", seconds=rt.idle_s)
+        rt.tools.end_with(IDLE_GOODBYE, "idle")
+        return
 
 
 async def _twilio_pump(rt: CallRuntime) -> str:
@@ -412,7 +463,6 @@ _OUTCOMES = {
     "protocol_error": "error",
     "error": "error",
 }
-METRICS_EVERY_FRAMES = 50  # counters are synced about once a second, not per frame
 
 
 def _float_or_none(text: str | None) -> float | None:

@@ -61,7 +61,7 @@ class Handoff:
     reason: str
     target: str | None = None
     number: str | None = None
-    origin: Literal["model", "keypad"] = "model"
+    origin: Literal["model", "keypad", "limit"] = "model"
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,6 +207,14 @@ class ToolRunner:
 
     # --- call control -----------------------------------------------------------------------
 
+    def end_with(self, line: str, reason: str) -> None:
+        """End the call for a limit (length, idleness): say `line`, let it play out, hang up.
+
+        Unlike a hang-up the model chose, the caller talking over the line does not call it
+        off. Ignored if another handoff is already under way.
+        """
+        self._begin_handoff(Handoff(kind="hangup", line=line, reason=reason, origin="limit"))
+
     def _begin_handoff(self, handoff: Handoff) -> None:
         if self._closed or self._handoff is not None:
             return
