@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, WebSocket
@@ -25,6 +26,7 @@ from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.stream import CallRuntime, handle_media_stream
+from bridge.tools import unavailable_tools
 
 log = get_logger("voicebridge.app")
 
@@ -130,6 +132,8 @@ async def _form(request: Request) -> dict[str, str]:
 def create_app(settings: Settings, personas: PersonaBook | Persona | None = None) -> FastAPI:
     """Build the ASGI app. `app.state.bridge` is the shared state."""
     bridge = Bridge(settings, personas)
+    for entry in unavailable_tools(bridge.personas, settings):
+        log.warning("tool_unavailable", **asdict(entry))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -260,3 +260,15 @@ async def test_every_client_event_validates_against_the_openai_models(speed: flo
         assert {"session.update", "input_audio_buffer.append", "response.create"} <= types
         assert session.conformance == []
         assert fake.violations == []
+
+
+def test_start_up_says_why_web_search_is_not_offered(logs: LogCapture) -> None:
+    from bridge.app import create_app
+    from bridge.persona import load_personas
+
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    create_app(make_settings(), load_personas(root / "personas" / "support.yaml"))
+    reasons = [(r["persona"], r["tool"]) for r in logs.events("tool_unavailable")]
+    assert ("support", "web_search") in reasons
+    line = next(r for r in logs.events("tool_unavailable") if r["tool"] == "web_search")
+    assert "TAVILY_API_KEY" in line["reason"]
