@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean chromium
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.dev-installed: pyproject.toml
 run: $(VENV)/.run-installed
 	$(VENV)/bin/voicebridge serve
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
@@ -30,6 +30,12 @@ lint: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(PY) bench/audio.py
+
+# The softphone test drives Debian's Chromium (playwright cannot download its own browser
+# here). Installed once when missing and apt is there; otherwise that test skips.
+chromium:
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from bridge.logs import configure_logging, get_logger
 from bridge.settings import Settings, SettingsError, load_settings
+from bridge.softphone import softphone_enabled
 
 DEFAULT_PORT = 8080
 
@@ -22,6 +23,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--persona", metavar="FILE", help="persona file (overrides PERSONA_FILE)")
+
+    call = sub.add_parser("call", help="place a simulated phone call against a running bridge")
+    call.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="bridge base URL")
+    call.add_argument(
+        "--say", action="append", default=[], metavar="TEXT", help="a caller line (repeatable)"
+    )
+    call.add_argument("--wav", metavar="FILE", help="a WAV file the caller plays after the lines")
+    call.add_argument("--dtmf", default="", metavar="DIGITS", help="keys pressed at the end")
+    call.add_argument("--record", metavar="FILE", help="save what the caller heard (WAV)")
 
     persona = sub.add_parser("persona", help="persona files")
     persona_sub = persona.add_subparsers(dest="persona_command", required=True)
@@ -79,10 +89,11 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.provider == "local":
         log.warning(
             "no_provider_key",
-            message="no Realtime provider configured: set OPENAI_API_KEY (OpenAI) or "
-            "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY and AZURE_OPENAI_DEPLOYMENT (Azure); "
-            "until then calls hear an apology",
+            message="no Realtime provider configured: calls are answered by the built-in local "
+            "engine; set OPENAI_API_KEY (OpenAI) or AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY "
+            "and AZURE_OPENAI_DEPLOYMENT (Azure) for a real model",
         )
+        _print_how_to_call(host, args.port, softphone=softphone_enabled(settings))
     config = uvicorn.Config(
         app,
         host=host,
@@ -100,10 +111,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_how_to_call(host: str, port: int, *, softphone: bool) -> None:
+    """For a person at the terminal (stderr: stdout carries the JSON log)."""
+    where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = f"http://{where}:{port}"
+    lines = [
+        "",
+        f"  voicebridge is answering calls with the local engine on {base}",
+        f"  place a test call:  voicebridge call --url {base} "
+        "--say 'what is the weather in Paris' --record call.wav",
+    ]
+    if softphone:
+        lines.append(f"  or talk to it:      open {base}/softphone in a browser")
+    print("\n".join([*lines, ""]), file=sys.stderr, flush=True)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from bridge.sim.cli import call_command
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"voicebridge: {exc}", file=sys.stderr)
+        return 2
+    token = settings.TWILIO_AUTH_TOKEN.get_secret_value() if settings.TWILIO_AUTH_TOKEN else None
+    return call_command(args.url, args.say, args.wav, args.dtmf, args.record, token)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "call":
+        return _call(args)
     if args.command == "persona":
         from bridge.persona import check_command
 
