@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 # Caller audio that arrives while the upstream session is still opening is kept, up to this
 # much, and sent once it is open; older frames are dropped (and counted) beyond it.
 BACKLOG_FRAMES = 100  # 2 s of 20 ms frames
+CONTINUE_INSTRUCTIONS = (
+    "The line to you dropped for a moment while you were answering. Continue your answer "
+    "briefly from where you were cut off, without repeating what was already said."
+)
 # Upstream errors that leave the session usable and need no more than a log line.
 BENIGN_ERRORS = frozenset(
     {
@@ -165,6 +169,9 @@ class Call:
         self._owed_added: set[str] = set()
         self._item_seq = 0
         self._speech_stopped_at: float | None = None
+        self._continue_after_reconnect = False
+        # The conversation as the caller experienced it, for replay into a new session.
+        self.history: list[tuple[str, str]] = []
         # Last sign of life from either side (speech, agent audio, playback); the idle limit.
         self.last_activity = started_at
         self.last_caller_speech: float | None = None
@@ -488,6 +495,56 @@ class Call:
     def _log_lines(self, lines: list[dict[str, Any]]) -> None:
         for line in lines:
             self.effects.append(Log("transcript", line))
+            if line.get("late"):
+                continue
+            text = line.get("text") or ""
+            if line["role"] == "agent" and line.get("interrupted"):
+                item = self.items.get(line["item_id"])
+                text = heard_part(text, line.get("played_ms", 0), item.audio_ms if item else 0.0)
+            if text:
+                self.history.append((line["role"], text))
+
+    # Losing and replacing the upstream session ----------------------------------------------
+
+    def upstream_lost(self, now: float) -> None:
+        """The Realtime socket is gone mid-call. What the caller already has keeps playing;
+        everything tied to the old session (the response under way, pending tool calls,
+        items owed a response) is let go."""
+        self._upstream_open = False
+        self._continue_after_reconnect = self._active_response is not None
+        for item in self.items.values():
+            if not item.audio_done and not item.interrupted:
+                self._send_frames(item, self.audio.flush(), now)
+                item.audio_done = True
+                if self.playback.item_finished(item):
+                    self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
+        self.audio.reset_outbound()
+        if self._active_response is not None:
+            self._interrupted.add(self._active_response)
+        self._active_response = None
+        self._response_requested = False
+        self._tool_batches.clear()
+        self._owed.clear()
+        self._owed_added.clear()
+
+    def upstream_reopened(self, now: float) -> None:
+        """A new session replaces the lost one: configure it as before, replay the
+        conversation so far as text items (what the caller heard, in order), then go on: an
+        answer that was cut off is continued, and the caller's buffered audio follows."""
+        self._upstream_open = True
+        replay = [self.dialect.session_update(self.session)]
+        pending = [(e.role, e.text) for e in self.transcript.pending() if e.text]
+        for role, text in (*self.history, *pending):
+            item_id = self._new_item_id()
+            if role == "caller":
+                replay.append(self.dialect.user_text(text, item_id))
+            else:
+                replay.append(self.dialect.assistant_text(text, item_id))
+        self.upstream_out = [*replay, *self.upstream_out, *self._backlog]
+        self._backlog.clear()
+        if self._continue_after_reconnect:
+            self._continue_after_reconnect = False
+            self._request_response(CONTINUE_INSTRUCTIONS)
 
     def finish(self, reason: str, now: float) -> None:
         """The call is over: release the rest of the transcript and log `call_ended`."""
@@ -512,6 +569,15 @@ class Call:
                 },
             )
         )
+
+
+def heard_part(text: str, played_ms: float, audio_ms: float) -> str:
+    """The words of an interrupted line the caller heard, by the share of its audio played
+    (the transcript has no word timings; proportion is right within a word or two)."""
+    if audio_ms <= 0 or played_ms >= audio_ms:
+        return text
+    words = text.split()
+    return " ".join(words[: round(len(words) * played_ms / audio_ms)])
 
 
 def _b64_len(data: str) -> int:

@@ -49,6 +49,13 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 METRICS_EVERY_FRAMES = 50  # counters are synced about once a second, not per frame
 LIMITS_TICK_S = 0.5  # how often call length and idleness are checked
 IDLE_GOODBYE = "I haven't heard from you, so I'll end the call now. Goodbye."
+RECONNECT_WINDOW_S = (
+    2.0  # an upstream lost mid-call is replaced within this, or the call falls back
+)
+RECONNECT_PAUSE_S = 0.2  # between attempts inside the window
+# Providers cap a session's length (OpenAI: 60 minutes); a call is moved to a fresh session,
+# at a quiet moment, before that.
+SESSION_RENEW_S = 55 * 60.0
 
 
 class StreamClosed(Exception):
@@ -79,6 +86,9 @@ class CallRuntime:
     persona: Persona | None = None
     max_call_s: float = 1800.0
     idle_s: float = 30.0
+    session_started: float = field(default_factory=time.monotonic)
+    upstream_ready: bool = True  # False while a lost upstream is being replaced
+    renewing: bool = False
     end_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     webhook_at: float | None = None  # wall clock of the webhook, for time to first audio
@@ -234,16 +244,32 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
     rt.helpers.add(limits_task)
     reason = "error"
     try:
-        done, _ = await asyncio.wait(
-            (twilio_task, upstream_task), return_when=asyncio.FIRST_COMPLETED
-        )
-        first = done.pop()
-        if first.cancelled():
-            reason = rt.end_reason or "error"
-        elif first.exception() is not None:
-            log.error("call_failed", error=_describe(first.exception()))
-        else:
-            reason = first.result()
+        while True:
+            done, _ = await asyncio.wait(rt.tasks, return_when=asyncio.FIRST_COMPLETED)
+            first = twilio_task if twilio_task in done else done.pop()
+            if first.cancelled():
+                reason = rt.end_reason or "error"
+            elif first.exception() is not None:
+                log.error("call_failed", error=_describe(first.exception()))
+                reason = "error"
+            else:
+                reason = first.result()
+            if first is not upstream_task or reason != "upstream_closed" or rt.end_reason:
+                break
+            # The model's socket went away mid-call: replace it, or fall back.
+            rt.tasks.discard(upstream_task)
+            reconnect = asyncio.create_task(_reconnect(rt, bridge), name="reconnect")
+            rt.helpers.add(reconnect)
+            await asyncio.wait((reconnect, twilio_task), return_when=asyncio.FIRST_COMPLETED)
+            if twilio_task.done():
+                continue  # the caller left meanwhile; the loop reads why
+            if not reconnect.result():
+                reason = "upstream_failed"
+                break
+            upstream_task = asyncio.create_task(
+                _upstream_pump(rt, bridge), name=f"upstream:{call.call_sid}"
+            )
+            rt.tasks.add(upstream_task)
     finally:
         for task in (*rt.tasks, *rt.helpers):
             task.cancel()
@@ -255,14 +281,62 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(rt.upstream.close(), 1.0)
         final = rt.end_reason or reason
-        await _close_twilio(
-            rt.twilio, CLOSE_POLICY_VIOLATION if final == "protocol_error" else CLOSE_NORMAL
-        )
+        close_code = {
+            "protocol_error": CLOSE_POLICY_VIOLATION,
+            # Twilio continues with the persona's fallback TwiML after </Connect>.
+            "upstream_failed": CLOSE_UPSTREAM_FAILED,
+        }.get(final, CLOSE_NORMAL)
+        await _close_twilio(rt.twilio, close_code)
     _sync_metrics(rt)
     # A transfer or hang-up already requested from Twilio is why the call ended, even when
     # Twilio's `stop` beat the REST answer to the stream.
     _finish(call, (rt.tools and rt.tools.end_reason) or rt.end_reason or reason)
     rt.ended.set()
+
+
+async def _reconnect(rt: CallRuntime, bridge: Bridge) -> bool:
+    """Open a new upstream session within `RECONNECT_WINDOW_S` and bring it up to date.
+
+    Caller audio meanwhile waits in the call's backlog; what the caller already has keeps
+    playing. Returns False when no session could be opened in time.
+    """
+    call = rt.call
+    lost_at = time.monotonic()
+    renewing, rt.renewing = rt.renewing, False
+    rt.upstream_ready = False
+    call.upstream_lost(lost_at)
+    if call.twilio_out:
+        await _send_twilio(rt)
+    if not renewing:
+        log.warning("upstream_lost", active_calls=bridge.active_calls)
+        metrics.UPSTREAM_ERRORS.labels(code="connection_lost").inc()
+    target = bridge.upstream_target()
+    attempt = 0
+    while (remaining := lost_at + RECONNECT_WINDOW_S - time.monotonic()) > 0:
+        attempt += 1
+        try:
+            upstream = await asyncio.wait_for(connect(target), remaining)
+        except Exception as exc:  # refused, timed out, rejected: try again while time remains
+            log.warning("upstream_reconnect_failed", attempt=attempt, error=_describe(exc))
+            await asyncio.sleep(min(RECONNECT_PAUSE_S, max(0.0, remaining)))
+            continue
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(rt.upstream.close(), 0.5)
+        rt.upstream = upstream
+        rt.session_started = time.monotonic()
+        call.upstream_reopened(rt.session_started)
+        rt.upstream_ready = True
+        await _send_upstream(rt)
+        log.info(
+            "upstream_reconnected",
+            attempt=attempt,
+            renewal=renewing,
+            gap_ms=round((time.monotonic() - lost_at) * 1000.0, 1),
+            replayed_items=len(call.history),
+        )
+        return True
+    log.error("upstream_reconnect_gave_up", attempts=attempt, window_s=RECONNECT_WINDOW_S)
+    return False
 
 
 async def _enforce_limits(rt: CallRuntime) -> None:
@@ -286,6 +360,12 @@ async def _enforce_limits(rt: CallRuntime) -> None:
                 persona.render(persona.limits.goodbye, caller_number=caller), "max_duration"
             )
             return
+        if now - rt.session_started >= SESSION_RENEW_S and call.idle and rt.upstream_ready:
+            # Move to a fresh session while nobody is speaking; the pump's reconnect does it.
+            log.info("session_renewal", session_age_s=round(now - rt.session_started))
+            rt.renewing = True
+            await rt.upstream.close()
+            continue
         if reprompted_at is not None and (call.last_caller_speech or 0) > reprompted_at:
             reprompted_at = None  # the caller answered the reprompt
         if not call.idle or now - call.last_activity < rt.idle_s:
@@ -331,7 +411,8 @@ async def _twilio_pump(rt: CallRuntime) -> str:
             try:
                 await _send_upstream(rt)
             except ConnectionClosed:
-                return "upstream_closed"
+                # The upstream pump sees the same close and replaces the session.
+                rt.upstream_ready = False
         if call.effects:
             reason = _apply_effects(rt, now)
             if reason:
@@ -388,6 +469,8 @@ async def _send_upstream(rt: CallRuntime) -> None:
     """Send the upstream outbox. Policy when the upstream is slower than real time: caller
     audio beyond `UPSTREAM_AUDIO_BACKLOG_BYTES` of unsent data is dropped and counted (the
     newest frames go, so nothing waits), while control messages are always sent."""
+    if not rt.upstream_ready:
+        return  # kept in the outbox: sent after the replay once the new session is up
     out, rt.call.upstream_out = rt.call.upstream_out, []
     upstream = rt.upstream
     for message in out:

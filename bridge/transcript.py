@@ -105,6 +105,10 @@ class Transcript:
             lines.append(head.line())
         return lines
 
+    def pending(self) -> list[Entry]:
+        """Entries not yet released, in conversation order."""
+        return list(self._queue)
+
     def drain(self) -> list[dict[str, Any]]:
         """End of call: release everything, final or not, in order."""
         lines = [e.line() for e in self._queue]

@@ -128,18 +128,20 @@ async def test_caller_hang_up_releases_the_upstream_within_one_second(side: str)
             await stream.aclose(raise_errors=False)
 
 
-async def test_upstream_ending_closes_the_twilio_stream_cleanly(logs: LogCapture) -> None:
+async def test_upstream_that_ends_and_cannot_be_replaced_closes_the_stream_for_the_fallback(
+    logs: LogCapture,
+) -> None:
     async with FakeRealtimeServer("ga", [[Say("Hello", 200)]]) as fake:
         async with bridged_call(fake) as (bridge, stream):
             await fake.wait_for_session()
             await wait_until(lambda: stream.played_ms_total >= 200, 5, "the greeting")
             closed_at = time.monotonic()
-            await fake.close_all(1000, "bye")
-            info = await asyncio.wait_for(stream.closed, 2)
-            assert time.monotonic() - closed_at < 1.0
-            assert info.initiator == "server"
+            await fake.stop()  # the model is gone for good: the reconnect window runs out
+            info = await asyncio.wait_for(stream.closed, 5)
+            assert time.monotonic() - closed_at < 3.0
+            assert (info.initiator, info.code) == ("server", 1011)
             await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
-    assert logs.events("call_ended")[0]["reason"] == "upstream_closed"
+    assert logs.events("call_ended")[0]["reason"] == "upstream_failed"
 
 
 async def test_azure_ga_url_and_api_key_header() -> None:

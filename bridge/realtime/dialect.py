@@ -304,13 +304,14 @@ class Dialect:
             }
         )
 
-    def assistant_text(self, text: str) -> str:
+    def assistant_text(self, text: str, item_id: str) -> str:
         """Replay an assistant turn as text (session renewal after a reconnect)."""
         part = "output_text" if self.name == "ga" else "text"
         return _dumps(
             {
                 "type": "conversation.item.create",
                 "item": {
+                    "id": item_id,
                     "type": "message",
                     "role": "assistant",
                     "content": [{"type": part, "text": text}],
