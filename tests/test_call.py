@@ -417,3 +417,17 @@ def test_beta_function_call_without_name_takes_it_from_the_output_item() -> None
     call.on_upstream(ev.FunctionCall(R1, "fc_1", "c1", "", '{"query":"x"}'), 0.0)
     runs = [e for e in drain(call)[2] if isinstance(e, RunTool)]
     assert [r.call.name for r in runs] == ["web_search"]
+
+
+def test_upstream_errors_are_logged_with_their_code_and_the_call_goes_on() -> None:
+    call = make_call()
+    drain(call)
+    call.on_upstream(ev.UpstreamError("rate_limit_exceeded", "slow down", "server_error"), 0.0)
+    call.on_upstream(ev.UpstreamError("response_cancel_not_active", "no response", None), 0.0)
+    _, _, effects = drain(call)
+    errors = [(e.fields["code"], e.level) for e in effects if isinstance(e, Log)]
+    assert errors == [("rate_limit_exceeded", "warning"), ("response_cancel_not_active", "info")]
+    assert not call.ended
+    start_response(call, R1, "item_a")
+    call.on_upstream(delta(R1, "item_a", 40), 0.1)
+    assert len(marks_in(drain(call)[0])) == 2

@@ -200,3 +200,23 @@ async def test_a_stalled_upstream_drops_caller_audio_but_never_stalls_the_call(
     assert ended["reason"] == "caller_hangup"
     assert ended["frames_dropped"] >= 1
     assert ended["frames_in"] == len(stream.frames)
+
+
+async def test_at_capacity_new_calls_hear_busy_and_readiness_drops(logs: LogCapture) -> None:
+    async with FakeRealtimeServer("ga", [[Say("Hello.", 3000)]], speed=1.0) as fake:
+        settings = make_settings(
+            OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url, MAX_CONCURRENT_CALLS=1
+        )
+        async with running_bridge(settings) as bridge:
+            assert await get(f"{bridge.base_url}/readyz") == 200
+            target = await place_call(bridge.base_url)
+            async with TwilioMediaStream(target) as stream:
+                await wait_until(lambda: stream.played_ms_total > 0, 5, "the first call")
+                assert await get(f"{bridge.base_url}/readyz") == 503
+                with pytest.raises(CallRejected) as busy:
+                    await place_call(bridge.base_url)
+                assert busy.value.verbs == ("Say", "Hangup")
+                assert "busy" in busy.value.body
+            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            assert await get(f"{bridge.base_url}/readyz") == 200
+    assert logs.events("call_rejected")[0]["reason"] == "at capacity"
