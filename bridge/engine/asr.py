@@ -63,11 +63,15 @@ _grammars: set[str] = set()
 
 
 def _worker_init() -> None:
+    """Load the model once per worker (idempotent: warm-up submits it again)."""
     global _decoder, _default_search
+    if _decoder is not None:
+        return
     from pocketsphinx import Decoder
 
     _decoder = Decoder(loglevel="FATAL")
     _default_search = _decoder.current_search()
+    _grammars.clear()  # grammars belong to a decoder
 
 
 def _decode(pcm16k: bytes, grammar_name: str | None, grammar: str | None) -> Hearing:
