@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     IDLE_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
     DRAIN_TIMEOUT_SECONDS: float = Field(default=30.0, ge=0)
 
+    # The browser softphone: unset = on exactly in local (unsigned) mode. Not yet in
+    # interface.md (proposed there); it cannot sign webhooks, so turning it on in signed mode
+    # only makes sense behind your own access control.
+    SOFTPHONE_ENABLED: bool | None = None
+
     LOG_FORMAT: Literal["json", "console"] = "json"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -79,6 +84,7 @@ class Settings(BaseSettings):
         "TAVILY_API_BASE_URL",
         "PERSONA_FILE",
         "REALTIME_PROVIDER",
+        "SOFTPHONE_ENABLED",
         mode="before",
     )
     @classmethod

@@ -14,9 +14,8 @@ could not sign its webhook anyway, unless `SOFTPHONE_ENABLED` says otherwise.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Final
 
@@ -27,10 +26,6 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from bridge.settings import Settings
 from bridge.softphone.transcripts import FEED, TranscriptFeed
 
-ENV_VAR: Final = "SOFTPHONE_ENABLED"
-"""Proposed interface variable: `1`/`true` forces the page on, `0`/`false` off; unset means
-on exactly when the bridge is unsigned (local mode)."""
-
 KEEPALIVE_S: Final = 15.0
 _CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
 _ASSETS: Final = {
@@ -39,13 +34,10 @@ _ASSETS: Final = {
 }
 
 
-def softphone_enabled(settings: Settings, environ: Mapping[str, str] = os.environ) -> bool:
+def softphone_enabled(settings: Settings) -> bool:
     """On in local (unsigned) mode, off when signed, unless `SOFTPHONE_ENABLED` overrides."""
-    raw = environ.get(ENV_VAR, "").strip().lower()
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
+    if settings.SOFTPHONE_ENABLED is not None:
+        return settings.SOFTPHONE_ENABLED
     return not settings.signed
 
 
@@ -98,4 +90,4 @@ def softphone_router(feed: TranscriptFeed = FEED) -> APIRouter:
     return router
 
 
-__all__ = ["ENV_VAR", "softphone_enabled", "softphone_router"]
+__all__ = ["softphone_enabled", "softphone_router"]

@@ -13,7 +13,6 @@ import pytest
 from scipy.signal import resample_poly
 
 from bridge.engine.tts import CALLER_WPM, speak
-from bridge.settings import Settings
 from bridge.softphone import softphone_enabled
 from tests.conftest import LogCapture, make_settings, running_bridge
 from tests.local.conftest import SEARCH_PERSONA
@@ -48,14 +47,11 @@ def caller_wav(path: Path, text: str, *, lead_s: float, tail_s: float) -> None:
 
 
 def test_the_page_is_on_in_local_mode_and_off_when_signed() -> None:
-    local = make_settings()
-    signed: Settings = make_settings(
-        TWILIO_AUTH_TOKEN="0123456789abcdef", PUBLIC_URL="https://voice.example.com"
-    )
-    assert softphone_enabled(local, {}) is True
-    assert softphone_enabled(signed, {}) is False
-    assert softphone_enabled(signed, {"SOFTPHONE_ENABLED": "true"}) is True
-    assert softphone_enabled(local, {"SOFTPHONE_ENABLED": "0"}) is False
+    signed = {"TWILIO_AUTH_TOKEN": "0123456789abcdef", "PUBLIC_URL": "https://voice.example.com"}
+    assert softphone_enabled(make_settings()) is True
+    assert softphone_enabled(make_settings(**signed)) is False
+    assert softphone_enabled(make_settings(SOFTPHONE_ENABLED="true", **signed)) is True
+    assert softphone_enabled(make_settings(SOFTPHONE_ENABLED="0")) is False
 
 
 @pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Debian's chromium is not installed")
