@@ -46,11 +46,10 @@ def default_host(settings: Settings) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from bridge.app import create_app
     from bridge.persona import PersonaBook, PersonaError, load_personas
-    from bridge.server import DrainingServer
+    from bridge.server import DrainingServer, uvicorn_config
 
     try:
         settings = load_settings(**({"PERSONA_FILE": args.persona} if args.persona else {}))
@@ -94,18 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
             "and AZURE_OPENAI_DEPLOYMENT (Azure) for a real model",
         )
         _print_how_to_call(host, args.port, softphone=softphone_enabled(settings))
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=args.port,
-        ws="websockets-sansio",
-        ws_max_size=64 * 1024,
-        ws_per_message_deflate=False,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    config = uvicorn_config(app, host, args.port)
     server = DrainingServer(config, app.state.bridge, settings.DRAIN_TIMEOUT_SECONDS)
     server.run()
     return 0

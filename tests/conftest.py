@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from bridge.app import create_app
 from bridge.logs import configure_logging
 from bridge.persona import Persona
+from bridge.server import uvicorn_config
 from bridge.settings import Settings
 
 INTERFACE_VARS = (
@@ -179,18 +180,7 @@ async def running_bridge(
 ) -> AsyncIterator[RunningBridge]:
     """The real app under uvicorn on a loopback port (free unless given), in this event loop."""
     app = create_app(settings, persona, **app_kwargs)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ws="websockets-sansio",
-        ws_max_size=64 * 1024,
-        ws_per_message_deflate=False,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    config = uvicorn_config(app, "127.0.0.1", port)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
