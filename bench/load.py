@@ -1,0 +1,839 @@
+"""Capacity, latency and memory of the bridge under N continuous calls, against the floor.
+
+Each step starts three processes on 127.0.0.1 and measures one of them:
+- a lean fake Realtime server (`_upstream.py`) streaming 20 ms of agent audio every 20 ms to
+  every session, never ending;
+- the server under test: the bridge (`voicebridge serve`, via `_bridge.py`) or the floor
+  (`floor.py`, the smallest relay on the same stack), told to use that upstream;
+- N Twilio callers (`_loadgen.py`) sending 20 ms frames on an absolute clock and echoing marks
+  once the audio before them has played.
+Both directions run at real time for the whole step: the worst case. After all calls stream
+and a warm-up, a window of `--duration` seconds is measured: the server's CPU time (all its
+threads, from /proc) per call-second, its RSS, and every frame's added latency, inbound
+(caller send → upstream receive of the matching append) and outbound (upstream send of a
+delta → caller receive of its frame). Frames are matched by index within each call (20 ms
+deltas become exactly one 160-byte frame each); in pcmu mode the sequence number inside the
+audio is checked too. A frame is late if its added latency exceeds `--late-ms`, dropped if
+it never arrives (or arrives out of order): after the window the upstream stops its audio and
+the callers hang up only once nothing has arrived for half a second (up to 20 s), so a frame
+stuck in a queue counts as late, not as dropped. The generator and the fake upstream time their
+own sends against their schedules; if either's p99 lateness exceeds `--max-gen-lateness-ms`,
+the step is INVALID: the load, not the bridge, lagged.
+
+    .venv/bin/python bench/load.py --quick             # under 2 minutes
+    .venv/bin/python bench/load.py                     # full: N = 50, 100, 200, … per mode
+    .venv/bin/python bench/load.py --soak 600 --calls 100
+    .venv/bin/python bench/load.py --calls 100 --modes pcm16 --targets bridge --profile
+
+The machine is shared: the 1-minute load average before each step is printed; repeat a run
+whose load was high before it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import pickle
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PYTHON = sys.executable
+
+# Issue 10's targets on this 2-core machine.
+TARGET_CPU_MS = {"pcm16": 3.0, "pcmu": 2.0}
+TARGET_RATIO = 1.5
+TARGET_RSS_MIB = 1.0
+TARGET_P99_MS = {100: 5.0, 200: 20.0}
+SATURATED_PCT = 90.0
+
+QUICK = {"calls": [50, 100], "floor_calls": [100], "warmup": 2.0, "duration": 5.0}
+FULL = {
+    "calls": [50, 100, 200, 300, 400, 600],
+    "floor_calls": None,
+    "warmup": 5.0,
+    "duration": 20.0,
+}
+
+
+# Processes ---------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """A child gets SIGTERM if this script dies, so nothing outlives an interrupted run."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, **kw: Any) -> Any:
+    out = kw.pop("stdout", None) or open(log.with_suffix(".out"), "wb")
+    err = open(log.with_suffix(".err"), "wb")
+    return subprocess.Popen(
+        argv, stdout=out, stderr=err, env=env, cwd=log.parent, preexec_fn=_die_with_parent, **kw
+    )
+
+
+def _stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 2.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode()
+    except OSError:
+        return None
+
+
+def _wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before serving")
+        if _get(url, 0.5) is not None:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def _server_env(mode: str, upstream_port: int) -> dict[str, str]:
+    """The environment of interface.md, set for the bench and nothing else of the caller's."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not re.match(
+            r"(TWILIO_|OPENAI_|AZURE_|REALTIME_|TAVILY_|PUBLIC_URL|PERSONA_|MAX_|"
+            r"IDLE_|DRAIN_|LOG_)",
+            k,
+        )
+    }
+    env.update(
+        OPENAI_API_KEY="sk-bench-dummy",
+        REALTIME_URL=f"ws://127.0.0.1:{upstream_port}/v1/realtime",
+        REALTIME_AUDIO=mode,
+        LOG_FORMAT="json",
+        MAX_CONCURRENT_CALLS="100000",
+        DRAIN_TIMEOUT_SECONDS="2",
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+# /proc -------------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid`, in ns precision where schedstat exists."""
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pid`, at clock-tick resolution: Python vs kernel work."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def host_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def tasks_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def active_calls(base_url: str) -> int | None:
+    body = _get(base_url + "/metrics")
+    if body is None:
+        return None
+    found = re.search(r"^voicebridge_active_calls (\S+)$", body, re.M)
+    return int(float(found.group(1))) if found else None
+
+
+# One step ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    target: str
+    mode: str
+    calls: int
+    connected: int = 0
+    seconds: float = 0.0
+    cpu_ms: float = math.nan
+    cpu_user_ms: float = math.nan
+    cpu_sys_ms: float = math.nan
+    others: float = math.nan
+    server_cpu: float = math.nan  # % of one core
+    rss_idle: float = math.nan
+    rss: float = math.nan
+    in_p50: float = math.nan
+    in_p99: float = math.nan
+    in_max: float = math.nan
+    out_p50: float = math.nan
+    out_p99: float = math.nan
+    out_max: float = math.nan
+    late_in: int = 0
+    late_out: int = 0
+    dropped_in: int = 0
+    dropped_out: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    gen_p99: float = math.nan
+    up_p99: float = math.nan
+    gen_cpu: float = math.nan
+    up_cpu: float = math.nan
+    host_busy: float = math.nan
+    load: float = math.nan
+    fds_idle: int | None = None
+    fds_during: int | None = None
+    fds_after: int | None = None
+    tasks_idle: int | None = None
+    tasks_during: int | None = None
+    tasks_after: int | None = None
+    active_after: int | None = None
+    settle_s: float = math.nan
+    underruns: int = 0
+    failures: list[str] = field(default_factory=list)
+    invalid: str = ""
+    rss_series: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.invalid
+
+    @property
+    def rss_per_call(self) -> float:
+        return (self.rss - self.rss_idle) / self.calls if self.calls else math.nan
+
+    @property
+    def saturated(self) -> bool:
+        """The server's one event loop was busy nearly all the time: it could not keep up, so
+        its CPU per call-second is not a real-time figure and latencies are queueing."""
+        return self.server_cpu >= SATURATED_PCT
+
+    @property
+    def p99(self) -> float:
+        return max(self.in_p99, self.out_p99)
+
+
+def run_step(
+    target: str,
+    mode: str,
+    calls: int,
+    opts: argparse.Namespace,
+    work: Path,
+    profile: Path | None = None,
+) -> Step:
+    step = Step(target, mode, calls, load=os.getloadavg()[0])
+    tag = f"{target}-{mode}-{calls}"
+    run = work / tag
+    run.mkdir(parents=True, exist_ok=True)
+    up_out = run / "upstream.pkl"
+    lg_out = run / "loadgen.pkl"
+    tasks_file = run / "tasks.txt"
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        upstream = _spawn(
+            [
+                PYTHON,
+                str(BENCH / "_upstream.py"),
+                "--mode",
+                mode,
+                "--out",
+                str(up_out),
+                "--max-seconds",
+                str(opts.warmup + opts.duration + 300),
+            ],
+            run / "upstream",
+            stdout=subprocess.PIPE,
+        )
+        procs.append(upstream)
+        line = upstream.stdout.readline().decode()  # type: ignore[union-attr]
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"fake upstream did not start: {line!r}")
+        up_port = int(line.split()[1])
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        if target == "bridge":
+            argv = [PYTHON, str(BENCH / "_bridge.py"), "--tasks-file", str(tasks_file)]
+            argv += ["--cork"] if opts.cork else []
+            argv += ["serve", "--port", str(port)]
+        else:
+            argv = [PYTHON, str(BENCH / "floor.py"), "--port", str(port)]
+            argv += ["--cork"] if opts.cork else []
+        server = _spawn(argv, run / target, env=_server_env(mode, up_port))
+        procs.append(server)
+        _wait_http(base + "/healthz", server)
+        time.sleep(1.2)  # the task counter writes every second
+        pid = server.pid
+        step.rss_idle, step.fds_idle, step.tasks_idle = rss_mib(pid), fd_count(pid), None
+        step.tasks_idle = tasks_in(tasks_file)
+
+        loadgen = _spawn(
+            [
+                PYTHON,
+                str(BENCH / "_loadgen.py"),
+                "--url",
+                base,
+                "--calls",
+                str(calls),
+                "--mode",
+                mode,
+                "--warmup",
+                str(opts.warmup),
+                "--duration",
+                str(opts.duration),
+                "--out",
+                str(lg_out),
+                "--max-seconds",
+                str(opts.warmup + opts.duration + 240),
+            ],
+            run / "loadgen",
+            stdout=subprocess.PIPE,
+        )
+        procs.append(loadgen)
+        line = loadgen.stdout.readline().decode()  # type: ignore[union-attr]
+        if not line.startswith("WINDOW "):
+            raise RuntimeError(f"load generator failed: {line!r}")
+        _, start_s, end_s, _ = line.split()
+        start, end = float(start_s), float(end_s)
+
+        time.sleep(max(0.0, start - time.monotonic()))
+        spy = py_spy(server.pid, end - start, profile) if profile is not None else None
+        cpu0 = [cpu_seconds(p.pid) for p in (server, loadgen, upstream)]
+        us0 = user_system_seconds(pid)
+        host0, t0 = host_cpu(), time.monotonic()
+        every = opts.rss_every
+        next_sample = t0
+        while True:
+            now = time.monotonic()
+            if now >= next_sample:
+                step.rss_series.append((round(now - t0, 1), rss_mib(pid)))
+                next_sample += every
+            if now >= end:
+                break
+            time.sleep(max(0.0, min(next_sample, end) - time.monotonic()))
+        cpu1 = [cpu_seconds(p.pid) for p in (server, loadgen, upstream)]
+        us1 = user_system_seconds(pid)
+        upstream.send_signal(signal.SIGUSR1)  # audio stops; the callers drain and hang up
+        host1, t1 = host_cpu(), time.monotonic()
+        step.fds_during = fd_count(pid)
+        step.tasks_during = tasks_in(tasks_file)
+        step.rss_series.append((round(t1 - t0, 1), rss_mib(pid)))
+        seconds = t1 - t0
+        step.seconds = seconds
+        step.rss = float(np.median([r for _, r in step.rss_series]))
+        step.gen_cpu = 100 * (cpu1[1] - cpu0[1]) / seconds
+        step.up_cpu = 100 * (cpu1[2] - cpu0[2]) / seconds
+        step.host_busy = 100 * (host1[0] - host0[0]) / max(1, host1[1] - host0[1])
+        ours = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / seconds
+        step.others = (os.cpu_count() or 1) * step.host_busy / 100 - ours
+
+        loadgen.wait(opts.warmup + opts.duration + 180)
+        if spy is not None:
+            spy.wait(60)
+        # Teardown: wait (up to --settle s) for sockets and tasks to return to idle.
+        hung_up = time.monotonic()
+        while True:
+            time.sleep(0.5)
+            step.fds_after = fd_count(pid)
+            step.tasks_after = tasks_in(tasks_file)
+            step.settle_s = time.monotonic() - hung_up
+            settled = step.fds_after <= step.fds_idle and (
+                step.tasks_after is None or step.tasks_after <= (step.tasks_idle or 0)
+            )
+            if settled or step.settle_s >= opts.settle:
+                break
+        if target == "bridge":
+            step.active_after = active_calls(base)
+        _stop(upstream)
+        with open(lg_out, "rb") as f:
+            generated = pickle.load(f)
+        with open(up_out, "rb") as f:
+            upstreamed = pickle.load(f)
+        step.connected = len(generated["callers"])
+        server_cpu = cpu1[0] - cpu0[0]
+        step.server_cpu = 100 * server_cpu / seconds
+        call_seconds = max(1, step.connected) * seconds
+        step.cpu_ms = 1000 * server_cpu / call_seconds
+        step.cpu_user_ms = 1000 * (us1[0] - us0[0]) / call_seconds
+        step.cpu_sys_ms = 1000 * (us1[1] - us0[1]) / call_seconds
+        analyse(step, generated, upstreamed, opts)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        if not opts.keep:
+            shutil.rmtree(run, ignore_errors=True)
+    return step
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if len(values) else math.nan
+
+
+def analyse(step: Step, gen: dict[str, Any], up: dict[str, Any], opts: argparse.Namespace) -> None:
+    """Match frames per call and fill the step's latency, loss and validity fields."""
+    w0, w1 = gen["window"]
+    late = opts.late_ms / 1000
+    by_caller = {s["caller"]: s for s in up["sessions"] if s["caller"] is not None}
+    check_seq = step.mode == "pcmu"
+    lat_in: list[np.ndarray] = []
+    lat_out: list[np.ndarray] = []
+    gen_late: list[np.ndarray] = []
+    up_late: list[np.ndarray] = []
+    step.failures = list(gen["failures"])
+    for caller in gen["callers"]:
+        session = by_caller.get(caller["index"])
+        if session is None:
+            step.failures.append(f"call {caller['index']}: no upstream session")
+            continue
+        step.underruns += caller["gaps"]
+        sent = np.frombuffer(caller["sent_t"])
+        due = np.frombuffer(caller["sent_due"])
+        in_window = (sent >= w0) & (sent < w1)
+        gen_late.append((sent - due)[in_window])
+        got = np.frombuffer(session["append_t"])
+        lat, dropped = _match(sent, in_window, got, session["append_seq"], check_seq)
+        lat_in.append(lat)
+        step.dropped_in += dropped
+        step.frames_in += int(in_window.sum())
+
+        d_sent = np.frombuffer(session["delta_sent"])
+        d_due = np.frombuffer(session["delta_due"])
+        d_window = (d_sent >= w0) & (d_sent < w1)
+        up_late.append((d_sent - d_due)[d_window])
+        recv = np.frombuffer(caller["recv_t"])
+        lat, dropped = _match(d_sent, d_window, recv, caller["recv_seq"], check_seq)
+        lat_out.append(lat)
+        step.dropped_out += dropped
+        step.frames_out += int(d_window.sum())
+    li = np.concatenate(lat_in) if lat_in else np.empty(0)
+    lo = np.concatenate(lat_out) if lat_out else np.empty(0)
+    step.in_p50, step.in_p99 = _pct(li, 50), _pct(li, 99)
+    step.out_p50, step.out_p99 = _pct(lo, 50), _pct(lo, 99)
+    step.in_max = float(li.max()) * 1000 if len(li) else math.nan
+    step.out_max = float(lo.max()) * 1000 if len(lo) else math.nan
+    step.late_in, step.late_out = int((li > late).sum()), int((lo > late).sum())
+    gl = np.concatenate(gen_late) if gen_late else np.empty(0)
+    ul = np.concatenate(up_late) if up_late else np.empty(0)
+    step.gen_p99, step.up_p99 = _pct(gl, 99), _pct(ul, 99)
+    reasons = []
+    if step.connected < step.calls:
+        reasons.append(f"{step.calls - step.connected} calls failed")
+    if not step.gen_p99 <= opts.max_gen_lateness_ms:
+        reasons.append(f"generator p99 lateness {step.gen_p99:.1f} ms")
+    if not step.up_p99 <= opts.max_gen_lateness_ms:
+        reasons.append(f"fake upstream p99 lateness {step.up_p99:.1f} ms")
+    step.invalid = "; ".join(reasons)
+
+
+def _match(
+    sent: np.ndarray, in_window: np.ndarray, got: np.ndarray, seqs: Any, check_seq: bool
+) -> tuple[np.ndarray, int]:
+    """Latencies of the window's frames that arrived, and how many did not (or not in order).
+
+    Without sequence numbers, arrival j is frame j. With them (pcmu), arrival j carries its
+    frame's index; a frame that is missing, or arrives after a later one, counts as dropped.
+    """
+    wanted = np.nonzero(in_window)[0]
+    if not check_seq:
+        arrived = wanted[wanted < len(got)]
+        return got[arrived] - sent[arrived], len(wanted) - len(arrived)
+    seq = np.frombuffer(seqs, dtype=np.int64) if len(seqs) else np.empty(0, np.int64)
+    ok = (seq >= 0) & (seq < len(sent))
+    in_order = np.ones(len(seq), dtype=bool)
+    if len(seq) > 1:
+        in_order[1:] = seq[1:] > np.maximum.accumulate(seq)[:-1]
+    keep = ok & in_order
+    seq_kept, got_kept = seq[keep], got[keep]
+    mine = in_window[seq_kept]
+    dropped = len(wanted) - int(np.isin(wanted, seq_kept).sum())
+    return got_kept[mine] - sent[seq_kept[mine]], dropped
+
+
+# Reporting ---------------------------------------------------------------------------------
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+HEADER = (
+    f"{'target':<7}{'mode':<6}{'N':>5} {'CPU ms/call-s':>13} {'(usr+sys)':>11} {'core%':>5} "
+    f"{'RSS MiB/call':>12} "
+    f"{'in p50/p99 ms':>15} {'out p50/p99 ms':>15} {'late':>6} {'dropped':>7} "
+    f"{'gen p99':>7} {'up p99':>6} {'load':>5} {'others':>6}  valid"
+)
+
+
+def row(s: Step) -> str:
+    return (
+        f"{s.target:<7}{s.mode:<6}{s.calls:>5} {_f(s.cpu_ms, 2):>13} "
+        f"{'(' + _f(s.cpu_user_ms) + '+' + _f(s.cpu_sys_ms) + ')':>11} {_f(s.server_cpu, 0):>5} "
+        f"{_f(s.rss_per_call, 3):>12} "
+        f"{_f(s.in_p50, 2) + '/' + _f(s.in_p99, 2):>15} "
+        f"{_f(s.out_p50, 2) + '/' + _f(s.out_p99, 2):>15} "
+        f"{s.late_in + s.late_out:>6} {s.dropped_in + s.dropped_out:>7} "
+        f"{_f(s.gen_p99, 2):>7} {_f(s.up_p99, 2):>6} {_f(s.load, 2):>5} {_f(s.others, 2):>6}"
+        f"  {'yes' if s.valid else 'INVALID: ' + s.invalid}"
+        f"{' (SATURATED)' if s.saturated else ''}"
+    )
+
+
+def rss_slope(steps: list[Step]) -> float:
+    """MiB per call: the slope of steady-state RSS against N, over the valid steps when there
+    are two (an overloaded server's queues would count as memory per call)."""
+    valid = [s for s in steps if s.valid and not s.saturated]
+    steps = valid if len({s.calls for s in valid}) >= 2 else steps
+    points = [(s.calls, s.rss) for s in steps if not math.isnan(s.rss)]
+    if len({n for n, _ in points}) < 2:
+        return math.nan
+    n, r = np.array(points, dtype=float).T
+    return float(np.polyfit(n, r, 1)[0])
+
+
+def summary(steps: list[Step]) -> list[str]:
+    lines = []
+    groups: dict[tuple[str, str], list[Step]] = defaultdict(list)
+    for s in steps:
+        groups[s.target, s.mode].append(s)
+    lines.append("RSS slope against N (MiB per call; over valid steps when there are two):")
+    for (target, mode), group in sorted(groups.items()):
+        lines.append(f"  {target:<7}{mode:<6} {_f(rss_slope(group), 3)}")
+    lines.append("bridge/floor CPU per call-second:")
+    for mode in sorted({s.mode for s in steps}):
+        floors = {s.calls: s for s in groups.get(("floor", mode), [])}
+        for s in groups.get(("bridge", mode), []):
+            f = floors.get(s.calls)
+            if f is not None and f.cpu_ms > 0:
+                note = " (SATURATED: not a real-time figure)" if s.saturated or f.saturated else ""
+                lines.append(
+                    f"  {mode:<6}N={s.calls:<4} {s.cpu_ms:.2f} / {f.cpu_ms:.2f} = "
+                    f"{s.cpu_ms / f.cpu_ms:.2f}  (target ≤ {TARGET_RATIO}){note}"
+                )
+    lines.append("targets (issue 10):")
+    for s in groups.get(("bridge", "pcm16"), []) + groups.get(("bridge", "pcmu"), []):
+        checks = [
+            f"CPU {s.cpu_ms:.2f} ≤ {TARGET_CPU_MS[s.mode]}: "
+            f"{'pass' if s.cpu_ms <= TARGET_CPU_MS[s.mode] else 'FAIL'}"
+        ]
+        if s.calls in TARGET_P99_MS:
+            limit = TARGET_P99_MS[s.calls]
+            checks.append(f"p99 {s.p99:.2f} ≤ {limit}: {'pass' if s.p99 <= limit else 'FAIL'}")
+        drops = s.dropped_in + s.dropped_out
+        checks.append(f"dropped {drops}: {'pass' if drops == 0 else 'FAIL'}")
+        if not s.valid:
+            checks.append("(INVALID step)")
+        if s.saturated:
+            checks.append("(SATURATED: one core was not enough)")
+        lines.append(f"  bridge {s.mode:<6}N={s.calls:<4} " + "; ".join(checks))
+    for (target, mode), group in sorted(groups.items()):
+        if target == "bridge":
+            slope = rss_slope(group)
+            if not math.isnan(slope):
+                verdict = "pass" if slope <= TARGET_RSS_MIB else "FAIL"
+                lines.append(f"  bridge {mode:<6}RSS {slope:.3f} MiB/call ≤ 1: {verdict}")
+    return lines
+
+
+def leaks(steps: list[Step]) -> list[str]:
+    lines = ["sockets and tasks of the server (idle → during → after hang-up, and when):"]
+    for s in steps:
+        lines.append(
+            f"  {s.target:<7}{s.mode:<6}N={s.calls:<4} fds {s.fds_idle} → {s.fds_during} → "
+            f"{s.fds_after}; tasks {s.tasks_idle} → {s.tasks_during} → {s.tasks_after} "
+            f"({_f(s.settle_s)} s after hang-up); "
+            f"active calls after: {s.active_after}; host busy {_f(s.host_busy, 0)}%, "
+            f"generator CPU {_f(s.gen_cpu, 0)}%, "
+            f"upstream CPU {_f(s.up_cpu, 0)}%; max latency in/out {_f(s.in_max)}/"
+            f"{_f(s.out_max)} ms; underruns {s.underruns}"
+            + (
+                f"; failures: {Counter(f.split(': ', 1)[1] for f in s.failures)}"
+                if s.failures
+                else ""
+            )
+        )
+    return lines
+
+
+def _git_head() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def preamble(opts: argparse.Namespace) -> str:
+    return (
+        f"voicebridge load bench · {time.strftime('%Y-%m-%d %H:%M:%S')} · commit {_git_head()} · "
+        f"{platform.python_version()} · {os.cpu_count()} CPUs · load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+        f"command: {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}\n"
+        f"window {opts.duration:g} s after {opts.warmup:g} s warm-up; late = added latency > "
+        f"{opts.late_ms:g} ms; valid = generator and fake-upstream p99 lateness ≤ "
+        f"{opts.max_gen_lateness_ms:g} ms; servers as `voicebridge serve` runs"
+        f"{' + corked writes (experiment)' if opts.cork else ''}\n"
+        "core% = the server's CPU in % of one core (≥ 90: SATURATED, its one event loop cannot "
+        "keep up); load = 1-min load average before the step; others = CPU cores busy outside "
+        "the bench's three processes during the window (other work on the machine)"
+    )
+
+
+# Profiling ---------------------------------------------------------------------------------
+
+
+def profile_summary(path: Path, top: int = 25) -> list[str]:
+    """Self and inclusive shares of the samples in a py-spy `raw` (collapsed stacks) file."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        for name in set(frames):
+            incl[name] += n
+    if not total:
+        return ["(no samples)"]
+    lines = [f"{total} samples; self time:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
+    lines.append("inclusive time:")
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in incl.most_common(top)]
+    return lines
+
+
+def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[Any]:
+    """py-spy sampling `pid` without pausing it (its own CPU is not the server's)."""
+    exe = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--duration",
+            str(max(1, int(seconds))),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+
+
+# Main --------------------------------------------------------------------------------------
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="N = 50, 100; floor at 100; <2 min")
+    parser.add_argument("--calls", type=_ints, help="N list, e.g. 50,100,200 (full: up to 600)")
+    parser.add_argument("--floor-calls", type=_ints, help="N list for the floor (default: same)")
+    parser.add_argument("--modes", default="pcm16,pcmu")
+    parser.add_argument("--targets", default="bridge,floor")
+    parser.add_argument("--warmup", type=float, help="seconds after all calls stream")
+    parser.add_argument("--duration", type=float, help="seconds measured per step")
+    parser.add_argument("--max-seconds", type=float, default=1800.0, help="cap of the whole run")
+    parser.add_argument(
+        "--stop-p99-ms",
+        type=float,
+        default=20.0,
+        help="stop raising N once a bridge step's p99 passes this",
+    )
+    parser.add_argument("--late-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--settle", type=float, default=10.0, help="max seconds for teardown after hang-up"
+    )
+    parser.add_argument("--max-gen-lateness-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--cork", action="store_true", help="experiment: one write per loop turn (_cork.py)"
+    )
+    parser.add_argument(
+        "--soak", type=float, metavar="SECONDS", help="one bridge step at --calls N, leak check"
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the server in each step")
+    parser.add_argument("--json", metavar="FILE", help="also write every step as JSON")
+    parser.add_argument("--keep", metavar="DIR", help="keep raw measurements and logs here")
+    opts = parser.parse_args(argv)
+    preset = QUICK if opts.quick else FULL
+    opts.calls = opts.calls or preset["calls"]
+    opts.floor_calls = opts.floor_calls or preset["floor_calls"] or opts.calls
+    opts.warmup = preset["warmup"] if opts.warmup is None else opts.warmup
+    opts.duration = preset["duration"] if opts.duration is None else opts.duration
+    opts.rss_every = 1.0
+    if opts.soak:
+        opts.duration, opts.warmup, opts.rss_every = opts.soak, max(opts.warmup, 10.0), 10.0
+        opts.targets, opts.calls = "bridge", opts.calls[:1]
+        opts.modes = opts.modes.split(",")[0]
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    print(preamble(opts), flush=True)
+    work = Path(opts.keep or tempfile.mkdtemp(prefix="voicebridge-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    steps: list[Step] = []
+    targets = opts.targets.split(",")
+    print(HEADER, flush=True)
+    try:
+        for mode in opts.modes.split(","):
+            for n in opts.calls:
+                if time.monotonic() - started > opts.max_seconds:
+                    print(f"(stopping: --max-seconds {opts.max_seconds:g} reached)")
+                    break
+                stop = False
+                for target in targets:
+                    if target == "floor" and n not in opts.floor_calls:
+                        continue
+                    profile = work / f"profile-{target}-{mode}-{n}.txt" if opts.profile else None
+                    step = run_step(target, mode, n, opts, work, profile)
+                    steps.append(step)
+                    print(row(step), flush=True)
+                    if profile is not None:
+                        print(f"profile of {target} {mode} N={n} (py-spy; CPU above inflated):")
+                        found = profile.exists()
+                        print("\n".join(profile_summary(profile) if found else ["(no profile)"]))
+                    # The targets' N (up to 200) always run; past them, N grows only while
+                    # the bridge keeps p99 within --stop-p99-ms on a valid step.
+                    if target == "bridge" and n >= 200:
+                        stop = step.p99 > opts.stop_p99_ms or not step.valid
+                if stop:
+                    break
+    finally:
+        if not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print("\n".join(summary(steps)))
+    print("\n".join(leaks(steps)))
+    if opts.soak and steps:
+        print("\n".join(soak_report(steps[0])))
+    if opts.json:
+        Path(opts.json).write_text(
+            json.dumps([asdict(s) | {"valid": s.valid} for s in steps], indent=1)
+        )
+    print(f"total {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def soak_report(step: Step) -> list[str]:
+    series = step.rss_series
+    lines = [f"soak: RSS every 10 s over {step.seconds:.0f} s at N={step.calls} (MiB):"]
+    lines.append("  " + " ".join(f"{r:.1f}" for _, r in series))
+    t, r = np.array(series).T
+    slope = float(np.polyfit(t, r, 1)[0]) * 60 if len(t) > 1 else math.nan
+    head = float(np.median(r[t <= 60])) if (t <= 60).any() else r[0]
+    tail = float(np.median(r[t >= t[-1] - 60]))
+    growth = tail - head
+    flat = growth <= max(2.0, 0.02 * head)
+    lines.append(
+        f"  first minute {head:.1f}, last minute {tail:.1f} MiB: growth {growth:+.1f} MiB, "
+        f"slope {slope:+.3f} MiB/min → {'flat' if flat else 'GROWING'}"
+    )
+    fd_leak = (
+        step.fds_after is not None
+        and step.fds_idle is not None
+        and (step.fds_after > step.fds_idle + 2)
+    )
+    task_leak = (
+        step.tasks_after is not None
+        and step.tasks_idle is not None
+        and (step.tasks_after > step.tasks_idle + 2)
+    )
+    lines.append(
+        f"  after hang-up: fds {step.fds_after} (idle {step.fds_idle}), tasks "
+        f"{step.tasks_after} (idle {step.tasks_idle}), active calls {step.active_after} → "
+        f"{'LEAK' if fd_leak or task_leak or step.active_after else 'no leak'}"
+    )
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
