@@ -25,8 +25,10 @@ the step is INVALID: the load, not the bridge, lagged.
     .venv/bin/python bench/load.py --soak 600 --calls 100
     .venv/bin/python bench/load.py --calls 100 --modes pcm16 --targets bridge --profile
 
-The machine is shared: the 1-minute load average before each step is printed; repeat a run
-whose load was high before it started.
+The machine is shared: each row shows the 1-minute load average before the step and the CPU
+cores that other work took during it (`others`); repeat a run where `others` is well above 0.
+A step whose server used ≥ 90 % of its one core is SATURATED: its event loop could not keep
+up, so its latencies are queueing and its CPU per call-second is not a real-time figure.
 """
 
 from __future__ import annotations
