@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test lint bench bench-quick clean chromium
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# Benchmarks print tables; they are never part of `make test` (timings on shared machines).
 bench: $(VENV)/.dev-installed
 	$(PY) bench/audio.py
+	$(PY) bench/barge_in.py
+	$(PY) bench/load.py
+
+bench-quick: $(VENV)/.dev-installed
+	$(PY) bench/load.py --quick
 
 # The softphone test drives Debian's Chromium (playwright cannot download its own browser
 # here). Installed once when missing and apt is there; otherwise that test skips.
