@@ -193,6 +193,8 @@ class Call:
         if isinstance(event, tw.Media):
             self._on_media(event)
         elif isinstance(event, tw.Mark):
+            if event.stream_sid != self.stream_sid:
+                raise tw.StreamProtocolError("mark for another streamSid")
             self._on_mark(event.name, now)
         elif isinstance(event, tw.Dtmf):
             self.effects.append(Dtmf(event.digit))

@@ -118,14 +118,15 @@ def parse(raw: str | bytes) -> TwilioEvent:
             timestamp = int(ts) if ts is not None else None
         except (TypeError, ValueError):
             timestamp = None
+        # No SID regex on the hot path: the call compares it with the one `start` validated.
         return Media(
-            stream_sid=_sid(msg, "streamSid", "media"),
+            stream_sid=_str(msg, "streamSid", "media"),
             payload=payload,
             track=str(media.get("track", "inbound")),
             timestamp_ms=timestamp,
         )
     if event == "mark":
-        return Mark(_sid(msg, "streamSid", "mark"), _str(_obj(msg, "mark"), "name", "mark"))
+        return Mark(_str(msg, "streamSid", "mark"), _str(_obj(msg, "mark"), "name", "mark"))
     if event == "start":
         start = _obj(msg, "start")
         fmt = start.get("mediaFormat") or {}
