@@ -3,9 +3,10 @@
 Two pumps read the two sockets and feed the `Call`; after each event the outboxes are sent.
 Only the upstream pump ever writes to the Twilio socket (every message to Twilio is caused
 by an upstream event), so frames, marks and `clear` leave in exactly the order the `Call`
-decided, and no frame can slip out behind a `clear`. Writes to the upstream socket come from
-both pumps and from tool tasks; each takes the outbox whole before awaiting, so nothing is
-sent twice or lost.
+decided, and no frame can slip out behind a `clear`. The one exception, `_reconnect`, runs
+only once that pump has ended. Writes to the upstream socket come from both pumps, the
+limits timer and tool tasks; each takes the outbox whole before awaiting, so nothing is sent
+twice or lost, and while a lost upstream is being replaced they wait in the outbox.
 """
 
 from __future__ import annotations
@@ -49,9 +50,8 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 METRICS_EVERY_FRAMES = 50  # counters are synced about once a second, not per frame
 LIMITS_TICK_S = 0.5  # how often call length and idleness are checked
 IDLE_GOODBYE = "I haven't heard from you, so I'll end the call now. Goodbye."
-RECONNECT_WINDOW_S = (
-    2.0  # an upstream lost mid-call is replaced within this, or the call falls back
-)
+# An upstream lost mid-call is replaced within this window, or the call falls back.
+RECONNECT_WINDOW_S = 2.0
 RECONNECT_PAUSE_S = 0.2  # between attempts inside the window
 # Providers cap a session's length (OpenAI: 60 minutes); a call is moved to a fresh session,
 # at a quiet moment, before that.
@@ -258,7 +258,9 @@ async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
                 break
             # The model's socket went away mid-call: replace it, or fall back.
             rt.tasks.discard(upstream_task)
-            reconnect = asyncio.create_task(_reconnect(rt, bridge), name="reconnect")
+            reconnect = asyncio.create_task(
+                _reconnect(rt, bridge), name=f"reconnect:{call.call_sid}"
+            )
             rt.helpers.add(reconnect)
             await asyncio.wait((reconnect, twilio_task), return_when=asyncio.FIRST_COMPLETED)
             if twilio_task.done():
