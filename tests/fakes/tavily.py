@@ -16,12 +16,13 @@ It runs in its own thread, so a 2-second search costs the test's event loop noth
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes._http import ThreadedHttpFake, read_body, send_json
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def result(title: str, url: str, content: str, score: float = 0.8) -> dict[str, 
 
 
 @dataclass
-class FakeTavily:
+class FakeTavily(ThreadedHttpFake):
     api_key: str
     answer: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -50,55 +51,11 @@ class FakeTavily:
     answered: list[float] = field(default_factory=list)
     """``time.monotonic()`` of each answer sent (after ``delay_s``)."""
 
-    def __post_init__(self) -> None:
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._released = threading.Event()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeTavily:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-tavily", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._released.set()  # a held-back answer goes out now (to a client long gone)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> FakeTavily:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    _thread_name = "fake-tavily"
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         arrived = time.monotonic()
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
+        raw = read_body(handler)
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
@@ -109,13 +66,8 @@ class FakeTavily:
         status, payload = self._answer(handler, body, arrived)
         if self.delay_s:
             self._released.wait(self.delay_s)
-        data = json.dumps(payload).encode()
         try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
+            send_json(handler, status, payload)
         except OSError:
             return  # the client gave up (timed out, call ended)
         self.answered.append(time.monotonic())

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.fakes._http import ThreadedHttpFake, read_body, send_json
 
 _CALL_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls/(?P<call>CA[0-9A-Za-z]+)\.json$"
@@ -51,7 +51,7 @@ class RestRequest:
 
 
 @dataclass
-class FakeTwilioRest:
+class FakeTwilioRest(ThreadedHttpFake):
     """Twilio's call-update endpoint. ``ended`` holds call SIDs that answer 404 / 20404;
     ``fail_status`` makes every update fail with that status (e.g. 500);
     ``on_update(request)`` runs in the server thread before the answer is sent (e.g. to have
@@ -66,19 +66,8 @@ class FakeTwilioRest:
     on_update: Callable[[RestRequest], None] | None = None
     requests: list[RestRequest] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._released = threading.Event()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    _thread_name = "fake-twilio-rest"
+    _methods = ("POST", "GET")
 
     def updates(self, call_sid: str | None = None) -> list[RestRequest]:
         """Call updates received (any call, or one)."""
@@ -97,50 +86,11 @@ class FakeTwilioRest:
             await asyncio.sleep(0.005)
         return self.requests[n - 1]
 
-    def start(self) -> FakeTwilioRest:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-            def do_GET(self) -> None:
-                fake._handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-twilio-rest", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._released.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> FakeTwilioRest:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # --- the endpoint ---------------------------------------------------------------------
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         arrived = time.monotonic()
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length).decode("utf-8", "replace") if length else ""
+        body = read_body(handler).decode("utf-8", "replace")
         form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
         match = _CALL_PATH.match(handler.path.split("?", 1)[0])
         account = match["account"] if match else None
@@ -161,12 +111,7 @@ class FakeTwilioRest:
             self.on_update(request)
         if self.delay_s:
             self._released.wait(self.delay_s)
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_json(handler, status, payload)
 
     def _answer(
         self,
