@@ -194,3 +194,20 @@ async def running_bridge(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@asynccontextmanager
+async def bridged_call(
+    fake: Any, persona: Persona | None = None, **settings: Any
+) -> AsyncIterator[tuple[RunningBridge, Any, Any]]:
+    """One phone call end to end: the bridge on a real port pointed at `fake` (a
+    FakeRealtimeServer), Twilio's webhook, and the fake caller's media stream. Yields the
+    bridge, the caller's stream and the first upstream session."""
+    from bridge.sim import TwilioMediaStream, place_call
+
+    values: dict[str, Any] = {"OPENAI_API_KEY": "sk-test-0123456789", "REALTIME_URL": fake.url}
+    values.update(settings)
+    async with running_bridge(make_settings(**values), persona) as bridge:
+        target = await place_call(bridge.base_url)
+        async with TwilioMediaStream(target) as stream:
+            yield bridge, stream, await fake.wait_for_session()

@@ -8,29 +8,15 @@ arrives, how many milliseconds it had played; the fake Realtime server records e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from bridge.persona import DEFAULT_PERSONA, Persona, TurnDetectionConfig
-from bridge.sim import TwilioMediaStream, place_call
+from bridge.sim import TwilioMediaStream
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
+from tests.conftest import LogCapture, bridged_call, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FakeSession, Say
 
 FRAME_MS = 20
-
-
-@asynccontextmanager
-async def call_against(
-    fake: FakeRealtimeServer, persona: Persona | None = None
-) -> AsyncIterator[tuple[Any, TwilioMediaStream, FakeSession]]:
-    settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url)
-    async with running_bridge(settings, persona) as bridge:
-        target = await place_call(bridge.base_url)
-        async with TwilioMediaStream(target) as stream:
-            session = await fake.wait_for_session()
-            yield bridge, stream, session
 
 
 def truncates(session: FakeSession) -> list[dict[str, Any]]:
@@ -55,7 +41,7 @@ async def test_barge_in_during_the_greeting_truncates_within_one_frame_of_what_w
     script = [[Say("A long greeting that the caller will not wait for.", 4000)], [Say("Yes?", 400)]]
     # Unpaced, like the hosted service: the whole greeting is buffered at Twilio at once.
     async with FakeRealtimeServer("ga", script, ["hello"]) as fake:
-        async with call_against(fake) as (_, stream, session):
+        async with bridged_call(fake) as (_, stream, session):
             await wait_until(lambda: stream.played_ms_total >= 1100, 5, "1.1 s of greeting")
             stream.say(speech_like(500))
             await wait_until(lambda: stream.clears, 5, "the clear")
@@ -83,7 +69,7 @@ async def test_no_frame_of_the_interrupted_response_reaches_the_caller_after_cle
     # caller speaks until the bridge's cancel lands, and every one of them must be dropped.
     script = [[Say("Greeting that runs on and on.", 5000)], [Say("Reply.", 600)]]
     async with FakeRealtimeServer("ga", script, ["stop"], speed=1.2) as fake:
-        async with call_against(fake, no_interrupt_persona()) as (_, stream, session):
+        async with bridged_call(fake, no_interrupt_persona()) as (_, stream, session):
             await wait_until(lambda: stream.played_ms_total >= 800, 5, "0.8 s of greeting")
             stream.say(speech_like(400))
             await wait_until(lambda: stream.clears, 5, "the clear")
@@ -113,7 +99,7 @@ async def test_two_barge_ins_in_a_row_each_truncate_their_own_item() -> None:
         [Say("Third.", 300)],
     ]
     async with FakeRealtimeServer("ga", script, ["one", "two"]) as fake:
-        async with call_against(fake) as (_, stream, session):
+        async with bridged_call(fake) as (_, stream, session):
             for n in range(2):
                 base = stream.clears[-1].played_ms_total if stream.clears else 0.0
                 await wait_until(lambda b=base: stream.played_ms_total - b >= 700, 6, "audio")
@@ -135,7 +121,7 @@ async def test_two_barge_ins_in_a_row_each_truncate_their_own_item() -> None:
 
 async def test_marks_echoed_because_of_clear_are_not_counted_as_played() -> None:
     async with FakeRealtimeServer("ga", [[Say("Long.", 3000)], [Say("Ok.", 200)]], ["x"]) as fake:
-        async with call_against(fake) as (bridge, stream, session):
+        async with bridged_call(fake) as (bridge, stream, session):
             await wait_until(lambda: stream.played_ms_total >= 500, 5, "audio")
             stream.say(speech_like(400))
             await wait_until(lambda: stream.clears, 5, "the clear")
@@ -154,7 +140,7 @@ async def test_marks_echoed_because_of_clear_are_not_counted_as_played() -> None
 async def test_caller_talking_over_silence_sends_no_clear_truncate_or_cancel() -> None:
     script = [[Say("Short hello.", 300)], [Say("Answer.", 300)]]
     async with FakeRealtimeServer("ga", script, ["question"]) as fake:
-        async with call_against(fake, no_interrupt_persona()) as (_, stream, session):
+        async with bridged_call(fake, no_interrupt_persona()) as (_, stream, session):
             await wait_until(lambda: stream.played_ms_total >= 300, 5, "the greeting")
             await stream.wait_playback_idle()
             await asyncio.sleep(0.1)  # last mark echoed: the caller hears nothing now
@@ -172,7 +158,7 @@ async def test_barge_in_before_any_audio_drops_the_response_without_a_clear() ->
     # that gap, so nothing is playing (no clear, no truncate) but the response must go.
     script = [[Say("Hello!", 300)], [Say("Slow answer.", 1000)], [Say("Next.", 300)]]
     async with FakeRealtimeServer("ga", script, ["q1", "q2"], response_delay_s=1.2) as fake:
-        async with call_against(fake, no_interrupt_persona()) as (_, stream, session):
+        async with bridged_call(fake, no_interrupt_persona()) as (_, stream, session):
             await wait_until(lambda: stream.played_ms_total >= 300, 5, "the greeting")
             await stream.wait_playback_idle()
             stream.say(speech_like(300))

@@ -10,8 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -19,24 +17,18 @@ import pytest
 
 from bridge.sim import TwilioMediaStream, place_call
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, RunningBridge, make_settings, running_bridge, wait_until
+from tests.conftest import (
+    LogCapture,
+    bridged_call,
+    make_settings,
+    running_bridge,
+    wait_until,
+)
 from tests.fakes.realtime import FakeRealtimeServer, Say
 
 GREETING_MS = 600
 REPLY_MS = 800
 FRAME = 160  # bytes of μ-law: 20 ms
-
-
-@asynccontextmanager
-async def bridged_call(
-    fake: FakeRealtimeServer, **settings: Any
-) -> AsyncIterator[tuple[RunningBridge, TwilioMediaStream]]:
-    values: dict[str, Any] = {"OPENAI_API_KEY": "sk-test-0123456789", "REALTIME_URL": fake.url}
-    values.update(settings)
-    async with running_bridge(make_settings(**values)) as bridge:
-        target = await place_call(bridge.base_url)
-        async with TwilioMediaStream(target) as stream:
-            yield bridge, stream
 
 
 def media_payload_sizes(stream: TwilioMediaStream) -> list[int]:
@@ -52,7 +44,7 @@ def media_payload_sizes(stream: TwilioMediaStream) -> list[int]:
 async def test_full_call_greeting_reply_and_ordered_transcript(logs: LogCapture) -> None:
     script = [[Say("Hello, thanks for calling.", GREETING_MS)], [Say("It is sunny.", REPLY_MS)]]
     async with FakeRealtimeServer("ga", script, ["What is the weather?"], speed=1.0) as fake:
-        async with bridged_call(fake) as (_, stream):
+        async with bridged_call(fake) as (_, stream, _session):
             session = await fake.wait_for_session()
             await wait_until(lambda: stream.played_ms_total >= GREETING_MS, 5, "the greeting")
             await stream.wait_playback_idle()
@@ -91,7 +83,7 @@ async def test_full_call_greeting_reply_and_ordered_transcript(logs: LogCapture)
 
 async def test_caller_audio_reaches_upstream_as_24khz_pcm16_appends() -> None:
     async with FakeRealtimeServer("ga", [[Say("Hi", 200)]]) as fake:
-        async with bridged_call(fake) as (_, stream):
+        async with bridged_call(fake) as (_, stream, _session):
             session = await fake.wait_for_session()
             await wait_until(lambda: len(stream.frames) >= 25, 5, "25 caller frames")
             await wait_until(lambda: len(session.client_events("input_audio_buffer.append")) >= 20)
@@ -132,7 +124,7 @@ async def test_upstream_that_ends_and_cannot_be_replaced_closes_the_stream_for_t
     logs: LogCapture,
 ) -> None:
     async with FakeRealtimeServer("ga", [[Say("Hello", 200)]]) as fake:
-        async with bridged_call(fake) as (bridge, stream):
+        async with bridged_call(fake) as (bridge, stream, _session):
             await fake.wait_for_session()
             await wait_until(lambda: stream.played_ms_total >= 200, 5, "the greeting")
             closed_at = time.monotonic()
@@ -153,7 +145,7 @@ async def test_azure_ga_url_and_api_key_header() -> None:
             "AZURE_OPENAI_API_KEY": "az-key-0123456789",
             "AZURE_OPENAI_DEPLOYMENT": "rt-deploy",
         }
-        async with bridged_call(fake, **settings) as (_, stream):
+        async with bridged_call(fake, **settings) as (_, stream, _session):
             session = await fake.wait_for_session()
             await wait_until(lambda: stream.played_ms_total >= 100, 5, "the greeting")
             assert session.path == "/openai/v1/realtime"
@@ -174,7 +166,7 @@ async def test_azure_preview_speaks_the_beta_dialect_end_to_end(logs: LogCapture
             "AZURE_OPENAI_DEPLOYMENT": "rt-preview",
             "AZURE_OPENAI_API_VERSION": "2025-04-01-preview",
         }
-        async with bridged_call(fake, **settings) as (_, stream):
+        async with bridged_call(fake, **settings) as (_, stream, _session):
             session = await fake.wait_for_session()
             assert session.path == "/openai/realtime"
             assert session.query == {
@@ -199,7 +191,7 @@ async def test_azure_preview_speaks_the_beta_dialect_end_to_end(logs: LogCapture
 
 async def test_pcmu_mode_passes_mulaw_through_in_20ms_frames() -> None:
     async with FakeRealtimeServer("ga", [[Say("Hi there", 500)]]) as fake:
-        async with bridged_call(fake, REALTIME_AUDIO="pcmu") as (_, stream):
+        async with bridged_call(fake, REALTIME_AUDIO="pcmu") as (_, stream, _session):
             session = await fake.wait_for_session()
             await wait_until(lambda: stream.played_ms_total >= 500, 5, "the greeting")
             update = session.client_events("session.update")[0]["session"]
@@ -253,7 +245,7 @@ def test_serve_prints_where_it_listens_the_provider_audio_and_persona(tmp_path: 
 async def test_every_client_event_validates_against_the_openai_models(speed: float) -> None:
     script = [[Say("Hello", 300)], [Say("Reply", 300)]]
     async with FakeRealtimeServer("ga", script, ["hi"], speed=speed) as fake:
-        async with bridged_call(fake) as (_, stream):
+        async with bridged_call(fake) as (_, stream, _session):
             session = await fake.wait_for_session()
             await wait_until(lambda: stream.played_ms_total >= 300, 5, "the greeting")
             stream.say(speech_like(500))

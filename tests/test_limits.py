@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import time
 
-from bridge.sim import TwilioMediaStream, place_call
-from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
+from tests.conftest import LogCapture, bridged_call, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, Say
 
 
 async def test_max_call_length_says_goodbye_lets_it_play_then_ends(logs: LogCapture) -> None:
     script = [[Say("Hello.", 300)], [Say("Time is up, goodbye.", 700)]]
     async with FakeRealtimeServer("ga", script) as fake:
-        settings = make_settings(
-            OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url, MAX_CALL_SECONDS=1.5
-        )
-        async with running_bridge(settings) as bridge:
-            target = await place_call(bridge.base_url)
-            async with TwilioMediaStream(target) as stream:
-                session = await fake.wait_for_session()
-                created = await session.wait_for_event("response.create", 5, nth=2)
-                assert "reached the time limit" in created["response"]["instructions"]
-                info = await stream.closed
+        async with bridged_call(fake, MAX_CALL_SECONDS=1.5) as (bridge, stream, session):
+            created = await session.wait_for_event("response.create", 5, nth=2)
+            assert "reached the time limit" in created["response"]["instructions"]
+            info = await stream.closed
             await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
     # The goodbye was heard to its end before the line closed.
     assert stream.played_ms_total >= 300 + 700
@@ -33,17 +26,12 @@ async def test_max_call_length_says_goodbye_lets_it_play_then_ends(logs: LogCapt
 async def test_idle_caller_gets_one_reprompt_then_the_call_ends(logs: LogCapture) -> None:
     script = [[Say("Hello.", 300)], [Say("Are you still there?", 500)], [Say("Goodbye.", 400)]]
     async with FakeRealtimeServer("ga", script) as fake:
-        settings = make_settings(
-            OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url, IDLE_TIMEOUT_SECONDS=1.0
-        )
-        async with running_bridge(settings) as bridge:
-            target = await place_call(bridge.base_url)
-            started = time.monotonic()
-            async with TwilioMediaStream(target) as stream:  # says nothing at all
-                session = await fake.wait_for_session()
-                reprompt = await session.wait_for_event("response.create", 5, nth=2)
-                goodbye = await session.wait_for_event("response.create", 5, nth=3)
-                await stream.closed
+        started = time.monotonic()
+        # The caller says nothing at all.
+        async with bridged_call(fake, IDLE_TIMEOUT_SECONDS=1.0) as (bridge, stream, session):
+            reprompt = await session.wait_for_event("response.create", 5, nth=2)
+            goodbye = await session.wait_for_event("response.create", 5, nth=3)
+            await stream.closed
             elapsed = time.monotonic() - started
             await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
     assert "Are you still there?" in reprompt["response"]["instructions"]

@@ -10,9 +10,8 @@ import pytest
 
 from bridge import stream as stream_module
 from bridge.engine.responder import ResponseRequest
-from bridge.sim import TwilioMediaStream, place_call
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
+from tests.conftest import LogCapture, bridged_call, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, Say
 
 
@@ -37,23 +36,18 @@ def items_created(session: Any) -> list[tuple[str, str]]:
 async def test_a_drop_mid_answer_is_replaced_and_the_answer_continues(logs: LogCapture) -> None:
     script = [by_instructions] * 6
     async with FakeRealtimeServer("ga", script, ["When are you open?"], speed=1.0) as fake:
-        settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url)
-        async with running_bridge(settings) as bridge:
-            target = await place_call(bridge.base_url)
-            async with TwilioMediaStream(target) as stream:
-                first = await fake.wait_for_session()
-                await wait_until(lambda: stream.played_ms_total >= 300, 5, "the greeting")
-                await stream.wait_playback_idle()
-                stream.say(speech_like(500))
-                await first.wait_for_event("response.created", 5, nth=2)
-                await wait_until(lambda: stream.played_ms_total >= 300 + 800, 5, "the answer")
-                dropped_at = time.monotonic()
-                await fake.close_all()  # the model's socket dies mid-answer
-                second = await fake.wait_for_session(2, timeout=5)
-                reconnected_after = time.monotonic() - dropped_at
-                await second.wait_for_event("response.done", 5)
-                await stream.wait_playback_idle()
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+        async with bridged_call(fake) as (_, stream, first):
+            await wait_until(lambda: stream.played_ms_total >= 300, 5, "the greeting")
+            await stream.wait_playback_idle()
+            stream.say(speech_like(500))
+            await first.wait_for_event("response.created", 5, nth=2)
+            await wait_until(lambda: stream.played_ms_total >= 300 + 800, 5, "the answer")
+            dropped_at = time.monotonic()
+            await fake.close_all()  # the model's socket dies mid-answer
+            second = await fake.wait_for_session(2, timeout=5)
+            reconnected_after = time.monotonic() - dropped_at
+            await second.wait_for_event("response.done", 5)
+            await stream.wait_playback_idle()
         assert fake.violations == []
     assert reconnected_after < 2.0
     # The new session was configured as before and told what was said, in order.
@@ -79,17 +73,13 @@ async def test_session_renewal_moves_a_quiet_call_to_a_fresh_session(
     monkeypatch.setattr(stream_module, "SESSION_RENEW_S", 1.5)
     script = [by_instructions] * 4
     async with FakeRealtimeServer("ga", script) as fake:
-        settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url)
-        async with running_bridge(settings) as bridge:
-            target = await place_call(bridge.base_url)
-            async with TwilioMediaStream(target) as stream:
-                first = await fake.wait_for_session()
-                await wait_until(lambda: stream.played_ms_total >= 300, 5, "the greeting")
-                second = await fake.wait_for_session(2, timeout=5)
-                await first.wait_closed(2)
-                await wait_until(
-                    lambda: len(second.client_events("input_audio_buffer.append")) > 5, 5, "audio"
-                )
+        async with bridged_call(fake) as (_, stream, first):
+            await wait_until(lambda: stream.played_ms_total >= 300, 5, "the greeting")
+            second = await fake.wait_for_session(2, timeout=5)
+            await first.wait_closed(2)
+            await wait_until(
+                lambda: len(second.client_events("input_audio_buffer.append")) > 5, 5, "audio"
+            )
         assert fake.violations == []
     assert items_created(second) == [("assistant", "Hello, how can I help?")]
     assert second.client_events("response.create") == []  # nothing was cut off
