@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import heapq
-import itertools
 import pickle
 import sys
 import time
@@ -35,6 +33,7 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 import uvloop
+from _clock import FrameClock
 from _upstream import audio_rest_b64, decode_seq, seq_b64
 from _wire import (
     OP_CLOSE,
@@ -47,7 +46,6 @@ from _wire import (
 )
 
 FRAME_S = 0.020
-MIN_WAKEUP_S = 0.001
 MEDIA_PREFIX = b'{"event":"media"'
 PAYLOAD_KEY = b'"payload":"'
 TWILIO_USER_AGENT = "Twilio.TmeWs/1.0"
@@ -275,58 +273,32 @@ class LoadGenerator:
         self.callers: list[Caller] = []
         self.failures: list[str] = []
         self._loop = asyncio.get_running_loop()
-        self._heap: list[tuple[float, int, int, Caller, str]] = []
-        self._tie = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
+        self._clock = FrameClock(self._fire)
         self._echoes: dict[Caller, list[tuple[float, str]]] = {}
         self.stop_sending_at = float("inf")
-        self.wakeups = 0
         self.last_media = 0.0
 
     # The clock -------------------------------------------------------------------------------
 
     def push(self, due: float, kind: int, caller: Caller, arg: str = "") -> None:
-        heapq.heappush(self._heap, (due, next(self._tie), kind, caller, arg))
-        if self._timer is None or (self._heap[0][3] is caller and self._heap[0][0] == due):
-            self._arm()
+        """Schedule a frame (kind 0, repeating every 20 ms) or a mark echo (kind 1)."""
+        self._clock.push(due, (kind, caller, arg))
 
     def flush_echoes(self, caller: Caller) -> None:
         """On `clear`: every pending echo of `caller` is due now."""
         now = time.monotonic()
-        kept = []
-        for entry in self._heap:
-            if entry[3] is caller and entry[2] == 1:
-                caller.send_echo(entry[4], now)
-            else:
-                kept.append(entry)
-        heapq.heapify(kept)
-        self._heap = kept
+        for _, (_, _, name) in self._clock.take(lambda e: e[0] == 1 and e[1] is caller):
+            caller.send_echo(name, now)
 
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        if self._heap:
-            # At most one wake-up per millisecond, whatever N: a timer per event would cost
-            # more than the sends (and uvloop's timers fire up to 1 ms early anyway).
-            delay = self._heap[0][0] - time.monotonic()
-            self._timer = self._loop.call_later(max(delay, MIN_WAKEUP_S), self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        self.wakeups += 1
-        heap = self._heap
-        now = time.monotonic()
-        while heap and heap[0][0] <= now:
-            due, _, kind, caller, arg = heapq.heappop(heap)
-            if kind == 0:
-                if caller.sending and due < self.stop_sending_at:
-                    caller.send_frame(due)
-                    heapq.heappush(heap, (due + FRAME_S, next(self._tie), 0, caller, ""))
-            elif caller.open:
-                caller.send_echo(arg, due)
-            now = time.monotonic()
-        self._arm()
+    def _fire(self, due: float, event: tuple[int, Caller, str]) -> float | None:
+        kind, caller, arg = event
+        if kind == 0:
+            if caller.sending and due < self.stop_sending_at:
+                caller.send_frame(due)
+                return due + FRAME_S
+        elif caller.open:
+            caller.send_echo(arg, due)
+        return None
 
     # Placing calls ---------------------------------------------------------------------------
 
@@ -417,15 +389,14 @@ class LoadGenerator:
             await asyncio.sleep(0.1)
         hung_up = time.monotonic()
         await asyncio.gather(*(c.hang_up(5.0) for c in self.callers))
-        if self._timer is not None:
-            self._timer.cancel()
+        self._clock.close()
         return {
             "calls_requested": args.calls,
             "connect_seconds": ready - started,
             "window": window,
             "hung_up": hung_up,
             "failures": self.failures,
-            "wakeups": self.wakeups,
+            "wakeups": self._clock.wakeups,
             "callers": [c.summary() for c in self.callers],
         }
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import heapq
 import itertools
 import math
 import pickle
@@ -37,6 +36,7 @@ from typing import Any
 
 import orjson
 import uvloop
+from _clock import FrameClock
 from _wire import (
     OP_CLOSE,
     OP_PING,
@@ -50,7 +50,6 @@ from _wire import (
 )
 
 FRAME_S = 0.020
-MIN_WAKEUP_S = 0.001
 CALLER_NUMBER = re.compile(r"\+1999(\d{7})")
 """Callers of the bench are `+1999` and a 7-digit index (see _loadgen.py)."""
 APPEND_PREFIX = b'{"type":"input_audio_buffer.append"'
@@ -275,10 +274,7 @@ class FakeRealtime:
         self.audio_rest = audio_rest_b64(mode)
         self.sessions: list[Session] = []
         self.counter = itertools.count()
-        self._heap: list[tuple[float, int, Session]] = []
-        self._tie = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
+        self._clock = FrameClock(self._fire)
         self.audio_stopped = False
 
     def stop_audio(self) -> None:
@@ -287,32 +283,13 @@ class FakeRealtime:
         self.audio_stopped = True
 
     def schedule(self, due: float, session: Session) -> None:
-        heapq.heappush(self._heap, (due, next(self._tie), session))
-        if self._timer is None or self._heap[0][2] is session:
-            self._arm()
+        self._clock.push(due, session)
 
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        if self._heap:
-            # At most one wake-up per millisecond, whatever N: a timer per event would cost
-            # more than the sends (and uvloop's timers fire up to 1 ms early anyway).
-            delay = self._heap[0][0] - time.monotonic()
-            self._timer = self._loop.call_later(max(delay, MIN_WAKEUP_S), self._tick)
-
-    def _tick(self) -> None:
-        self._timer = None
-        heap = self._heap
-        now = time.monotonic()
-        while heap and heap[0][0] <= now:
-            due, _, session = heapq.heappop(heap)
-            if session.closed or self.audio_stopped:
-                continue
-            session.send_delta(due)
-            heapq.heappush(heap, (due + FRAME_S, next(self._tie), session))
-            now = time.monotonic()
-        self._arm()
+    def _fire(self, due: float, session: Session) -> float | None:
+        if session.closed or self.audio_stopped:
+            return None
+        session.send_delta(due)
+        return due + FRAME_S
 
 
 async def serve(args: argparse.Namespace) -> dict[str, Any]:
