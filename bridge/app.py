@@ -1,20 +1,24 @@
 """The HTTP and WebSocket surface (interface.md): webhook, media stream, health, metrics.
 
 Routes are thin: they read the request, ask `Bridge` (the process-wide state: settings,
-personas, live calls, draining) and hand the media stream to `stream.py`.
+personas, live calls, draining) and hand the media stream to `stream.py`. The HTTP routes are
+FastAPI; `/media-stream` is served on the same port by picows, to which uvicorn hands every
+WebSocket upgrade (`media_stream_listeners`, wired in `server.uvicorn_config`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
+from picows import WSListener, WSUpgradeRequest
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
@@ -27,6 +31,7 @@ from bridge.settings import Settings
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.stream import CallRuntime, handle_media_stream
 from bridge.tools import unavailable_tools
+from bridge.ws import ListenerFactory, TwilioSocket
 
 log = get_logger("voicebridge.app")
 
@@ -52,6 +57,7 @@ class Bridge:
         self.idle.set()
         self.draining = False
         self.runtimes: set[CallRuntime] = set()
+        self.streams: set[asyncio.Task[None]] = set()  # one per media-stream connection
         self.local_engine_url: str | None = None
         self.signatures: TwilioSignatures | None = None
         self.tokens: StreamTokens | None = None
@@ -76,6 +82,28 @@ class Bridge:
     def accepting(self) -> bool:
         return not self.draining and self.active_calls < self.settings.MAX_CONCURRENT_CALLS
 
+    def serve_stream(self, ws: TwilioSocket) -> None:
+        """A media-stream socket completed its handshake: serve it in its own task."""
+        task = asyncio.create_task(handle_media_stream(ws, self), name="media-stream")
+        self.streams.add(task)
+        task.add_done_callback(self._stream_done)
+
+    def _stream_done(self, task: asyncio.Task[None]) -> None:
+        self.streams.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("stream_failed", error=repr(task.exception()))
+
+    async def close_streams(self, timeout_s: float = 5.0) -> None:
+        """Server shutdown: end the calls still live (after the drain), then their tasks."""
+        for runtime in list(self.runtimes):
+            runtime.end("shutdown")
+        if self.streams:
+            await asyncio.wait(set(self.streams), timeout=timeout_s)
+        for task in list(self.streams):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self.streams, return_exceptions=True)
+
     def call_started(self) -> None:
         self.active_calls += 1
         self.idle.clear()
@@ -86,6 +114,18 @@ class Bridge:
         if self.active_calls == 0:
             self.idle.set()
         metrics.ACTIVE_CALLS.set(self.active_calls)
+
+
+def media_stream_listeners(bridge: Bridge) -> ListenerFactory:
+    """Routes WebSocket upgrades: `/media-stream` (any query) is a call, anything else 404."""
+    from bridge.server import WS_MAX_MESSAGE_BYTES
+
+    def listener(request: WSUpgradeRequest) -> WSListener | None:
+        if request.path.split(b"?", 1)[0] != b"/media-stream":
+            return None
+        return TwilioSocket(request, WS_MAX_MESSAGE_BYTES, bridge.serve_stream)
+
+    return listener
 
 
 def _twiml(body: VoiceResponse) -> Response:
@@ -142,7 +182,10 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         async with local_engine(wanted and bridge.local_engine_url is None) as engine:
             if engine is not None:
                 bridge.local_engine_url = engine.url
-            yield
+            try:
+                yield
+            finally:
+                await bridge.close_streams()
 
     app = FastAPI(
         title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
@@ -192,10 +235,6 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)
         fallback = persona.fallback_plan(caller_number=caller)
         return _twiml(connect_twiml(stream_url, parameters, fallback))
-
-    @app.websocket("/media-stream")
-    async def media_stream(ws: WebSocket) -> None:
-        await handle_media_stream(ws, bridge)
 
     @app.post("/stream-status")
     async def stream_status(request: Request) -> Response:

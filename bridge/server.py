@@ -21,6 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from bridge.logs import get_logger
+from bridge.ws import ListenerFactory, uvicorn_ws_protocol
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
@@ -32,17 +33,24 @@ log = get_logger("voicebridge.server")
 WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
-    """How the bridge is served, in production, tests and benchmarks alike: the sans-I/O
-    websockets protocol, no per-message deflate (audio does not compress), a message size cap,
-    no access log (it would be a line per call and per health probe), our own logging."""
+def uvicorn_config(
+    app: ASGIApp, host: str, port: int, ws: ListenerFactory | None = None
+) -> uvicorn.Config:
+    """How the bridge is served, in production, tests and benchmarks alike.
+
+    HTTP routes are FastAPI on uvicorn (httptools, uvloop). WebSocket upgrades are handed to
+    picows (`bridge.ws`): `ws` routes them by path, by default to the bridge's media stream
+    (`app.state.bridge`). No access log (a line per call and per health probe), our logging.
+    """
+    if ws is None:
+        from bridge.app import media_stream_listeners
+
+        ws = media_stream_listeners(app.state.bridge)  # type: ignore[attr-defined]
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        ws="websockets-sansio",
-        ws_max_size=WS_MAX_MESSAGE_BYTES,
-        ws_per_message_deflate=False,
+        ws=uvicorn_ws_protocol(ws, WS_MAX_MESSAGE_BYTES),  # type: ignore[arg-type]
         log_config=None,
         log_level="warning",
         access_log=False,

@@ -1,27 +1,25 @@
 """The media-stream adapter: one Twilio socket, one upstream socket, one `Call` between them.
 
-Two pumps read the two sockets and feed the `Call`; after each event the outboxes are sent.
-Only the upstream pump ever writes to the Twilio socket (every message to Twilio is caused
-by an upstream event), so frames, marks and `clear` leave in exactly the order the `Call`
-decided, and no frame can slip out behind a `clear`. The one exception, `_reconnect`, runs
-only once that pump has ended. Writes to the upstream socket come from both pumps, the
-limits timer and tool tasks; each takes the outbox whole before awaiting, so nothing is sent
-twice or lost, and while a lost upstream is being replaced they wait in the outbox.
+Both sockets deliver messages as callbacks (`bridge/ws.py`); each message is fed to the `Call`
+and its outboxes are written before the callback returns (`CallRuntime.flush`): Twilio first
+(a `clear` never waits behind anything), then upstream, then the effects. Nothing awaits on
+the hot path, so messages leave in exactly the order the `Call` decided, from whichever side
+caused them. Tasks exist only beside it: the call's own coroutine (set-up, then waiting for
+the end, then teardown), the limits timer, a reconnect while the upstream is replaced, tools.
+While a lost upstream is being replaced, upstream messages wait in the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from bridge import metrics
 from bridge import twilio_stream as tw
@@ -33,6 +31,7 @@ from bridge.realtime.upstream import UPSTREAM_AUDIO_BACKLOG_BYTES, connect
 from bridge.security import TokenError
 from bridge.tools.registry import function_tools, speak_exactly
 from bridge.tools.runner import ToolRunner
+from bridge.ws import TwilioSocket, UpstreamSocket
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
@@ -47,6 +46,9 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_NORMAL = 1000
 CLOSE_UPSTREAM_FAILED = 1011
 CLOSE_MESSAGE_TOO_BIG = 1009
+# Audio queued towards a caller whose side stopped reading (about 30 s of frames and marks):
+# beyond it the call is ended rather than let the process hold it forever.
+TWILIO_WRITE_LIMIT_BYTES = 1024 * 1024
 METRICS_EVERY_FRAMES = 50  # counters are synced about once a second, not per frame
 LIMITS_TICK_S = 0.5  # how often call length and idleness are checked
 IDLE_GOODBYE = "I haven't heard from you, so I'll end the call now. Goodbye."
@@ -56,6 +58,7 @@ RECONNECT_PAUSE_S = 0.2  # between attempts inside the window
 # Providers cap a session's length (OpenAI: 60 minutes); a call is moved to a fresh session,
 # at a quiet moment, before that.
 SESSION_RENEW_S = 55 * 60.0
+_APPEND_PREFIX = '{"type":"input_audio_buffer.append"'
 
 
 class StreamClosed(Exception):
@@ -74,15 +77,15 @@ class ToolContext:
 
 @dataclass(eq=False)
 class CallRuntime:
-    """The sockets and tasks of one live call, so shutdown can find and release them."""
+    """One live call: its sockets, the hot path between them, and the tasks beside it."""
 
     call: Call
-    twilio: WebSocket
-    upstream: ClientConnection
+    twilio: TwilioSocket
+    upstream: UpstreamSocket
     dialect: Dialect
+    bridge: Bridge | None = None
     tools: ToolRunner | None = None
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # the two pumps
-    helpers: set[asyncio.Task[Any]] = field(default_factory=set)  # timers beside them
+    helpers: set[asyncio.Task[Any]] = field(default_factory=set)  # timers, reconnects
     persona: Persona | None = None
     max_call_s: float = 1800.0
     idle_s: float = 30.0
@@ -90,27 +93,169 @@ class CallRuntime:
     upstream_ready: bool = True  # False while a lost upstream is being replaced
     renewing: bool = False
     end_reason: str | None = None
+    done: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     webhook_at: float | None = None  # wall clock of the webhook, for time to first audio
     first_audio_seen: bool = False
     reported: CallStats = field(default_factory=CallStats)  # what the metrics already have
+    protocol_errors: int = 0
+    # Callbacks run in the call's context, so every log line carries its call_sid and tasks
+    # started from them (tools, reconnects) inherit it.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
     def end(self, reason: str) -> None:
-        """End the call from outside the pumps (call control, limits, shutdown)."""
-        self.end_reason = self.end_reason or reason
-        for task in list(self.tasks):
-            task.cancel()
+        """End the call (call control, limits, shutdown, a socket closing): the first reason
+        given is the one kept; the call's coroutine then tears everything down."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        if not self.done.done():
+            self.done.set_result(self.end_reason)
+
+    # The hot path ------------------------------------------------------------------------------
+
+    def on_twilio_text(self, text: str) -> None:
+        now = time.monotonic()
+        call = self.call
+        try:
+            call.on_twilio(tw.parse(text), now)
+        except (tw.StreamProtocolError, ValueError) as exc:
+            self.on_twilio_error(str(exc))
+            return
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if call.stats.frames_in % METRICS_EVERY_FRAMES == 0:
+            _sync_metrics(self)
+        if call.upstream_out or call.twilio_out or call.effects:
+            self.flush(now)
+
+    def on_twilio_error(self, reason: str) -> None:
+        self.protocol_errors += 1
+        log.warning("twilio_message_rejected", error=reason, count=self.protocol_errors)
+        if self.protocol_errors >= MAX_PROTOCOL_ERRORS:
+            self.end("protocol_error")
+
+    def on_twilio_closed(self) -> None:
+        if self.twilio.close_code == CLOSE_MESSAGE_TOO_BIG and not self.done.done():
+            log.warning("twilio_message_rejected", error="message exceeds the size cap")
+            self.end("protocol_error")
+        self.end("caller_hangup")
+
+    def on_upstream_text(self, text: str) -> None:
+        received = time.perf_counter()
+        now = time.monotonic()
+        try:
+            event = self.dialect.decode(text)
+        except UpstreamProtocolError as exc:
+            log.warning("upstream_message_rejected", error=str(exc))
+            return
+        try:
+            self.call.on_upstream(event, now)
+            self.flush(now, received)
+        except Exception as exc:
+            self._failed(exc)
+
+    def on_upstream_error(self, reason: str) -> None:
+        log.warning("upstream_message_rejected", error=reason)
+
+    def on_upstream_closed(self) -> None:
+        """The model's socket went away: replace it within the window, or fall back."""
+        if self.done.done() or not self.upstream_ready:
+            return
+        if self.bridge is None:
+            self.end("upstream_closed")
+            return
+        task = asyncio.create_task(_reconnect(self, self.bridge), name="reconnect")
+        self.helpers.add(task)
+        task.add_done_callback(self.helpers.discard)
+
+    def flush(self, now: float, received: float | None = None) -> None:
+        """Write what the `Call` decided, in order: Twilio, upstream, effects."""
+        call = self.call
+        clear_sent_at = None
+        if call.twilio_out:
+            clear_sent_at = self.send_twilio()
+            if not self.first_audio_seen and call.stats.frames_out:
+                self.first_audio_seen = True
+                if self.webhook_at is not None:
+                    metrics.TIME_TO_FIRST_AUDIO.observe(max(0.0, time.time() - self.webhook_at))
+        if call.upstream_out:
+            self.send_upstream()
+        if call.effects:
+            _apply_effects(self, now, received, clear_sent_at)
+
+    def send_twilio(self) -> float:
+        """The Twilio outbox in one write; returns when it left (a barge-in's `clear` is
+        always first in it)."""
+        out, self.call.twilio_out = self.call.twilio_out, []
+        self.twilio.send_batch(out)
+        if self.twilio.write_buffer_size() > TWILIO_WRITE_LIMIT_BYTES:
+            log.warning("twilio_not_reading", buffered=self.twilio.write_buffer_size())
+            self.end("protocol_error")
+        return time.perf_counter()
+
+    def send_upstream(self) -> None:
+        """The upstream outbox. Policy when the upstream is slower than real time: caller
+        audio beyond `UPSTREAM_AUDIO_BACKLOG_BYTES` of unsent data is dropped and counted
+        (the newest frames go, so nothing waits), while control messages are always sent."""
+        if not self.upstream_ready:
+            return  # kept in the outbox: sent after the replay once the new session is up
+        out, self.call.upstream_out = self.call.upstream_out, []
+        upstream = self.upstream
+        for message in out:
+            if (
+                upstream.write_buffer_size() > UPSTREAM_AUDIO_BACKLOG_BYTES
+                and message.startswith(_APPEND_PREFIX)
+            ):
+                stats = self.call.stats
+                stats.frames_dropped += 1
+                metrics.FRAMES_DROPPED.labels(direction="inbound", reason="upstream_slow").inc()
+                if stats.frames_dropped in (1, 50, 500) or stats.frames_dropped % 5000 == 0:
+                    log.warning("upstream_slow", frames_dropped=stats.frames_dropped)
+                continue
+            upstream.send(message)
+
+    async def flush_async(self) -> None:
+        """For the tool runner, which awaits its flush."""
+        self.flush(time.monotonic())
+
+    def attach_upstream(self, upstream: UpstreamSocket) -> None:
+        self.upstream = upstream
+        run = self.context.run
+        upstream.attach(
+            lambda text: run(self.on_upstream_text, text),
+            lambda reason: run(self.on_upstream_error, reason),
+            lambda: run(self._upstream_closed_by, upstream),
+        )
+
+    def attach_twilio(self) -> None:
+        run = self.context.run
+        self.twilio.attach(
+            lambda text: run(self.on_twilio_text, text),
+            lambda reason: run(self.on_twilio_error, reason),
+            lambda: run(self.on_twilio_closed),
+        )
+
+    def _upstream_closed_by(self, upstream: UpstreamSocket) -> None:
+        if upstream is self.upstream:
+            self.on_upstream_closed()
+
+    def _failed(self, exc: BaseException) -> None:
+        log.error("call_failed", error=_describe(exc))
+        self.end("error")
 
 
-async def _await_start(ws: WebSocket) -> tw.Start:
+async def _await_start(ws: TwilioSocket) -> tw.Start:
     """Read until `start`. `connected` comes first; anything else before `start` is a breach."""
     while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            raise StreamClosed("socket closed before start")
-        text = message.get("text")
+        try:
+            text = await ws.receive()
+        except ValueError as exc:
+            raise tw.StreamProtocolError(f"{exc} before start") from exc
         if text is None:
-            raise tw.StreamProtocolError("binary frame before start")
+            raise StreamClosed("socket closed before start")
         event = tw.parse(text)
         if isinstance(event, tw.Start):
             return event
@@ -119,36 +264,28 @@ async def _await_start(ws: WebSocket) -> tw.Start:
         raise tw.StreamProtocolError(f"{type(event).__name__.lower()} before start")
 
 
-async def _close_twilio(ws: WebSocket, code: int, reason: str = "") -> None:
-    if (
-        ws.client_state == WebSocketState.CONNECTED
-        and ws.application_state == WebSocketState.CONNECTED
-    ):
-        with contextlib.suppress(Exception):
-            await ws.close(code=code, reason=reason[:120])
-
-
-async def handle_media_stream(ws: WebSocket, bridge: Bridge) -> None:
-    """Serve one Twilio Media Stream from `accept` to the last log line."""
-    await ws.accept()
+async def handle_media_stream(ws: TwilioSocket, bridge: Bridge) -> None:
+    """Serve one Twilio Media Stream from the handshake to the last log line."""
     if bridge.signatures is not None and not bridge.signatures.stream_valid(
-        ws.headers.get("x-twilio-signature")
+        ws.header("x-twilio-signature")
     ):
         log.warning("stream_rejected", reason="bad or missing handshake signature")
         metrics.CALLS.labels(outcome="rejected_auth").inc()
-        await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "invalid signature")
+        await ws.close(CLOSE_POLICY_VIOLATION, "invalid signature")
         return
     try:
         start = await asyncio.wait_for(_await_start(ws), START_TIMEOUT_S)
-    except (StreamClosed, WebSocketDisconnect):
+    except StreamClosed:
         return
     except TimeoutError:
         log.warning("stream_rejected", reason="no start message within timeout")
-        await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "no start")
+        await ws.close(CLOSE_POLICY_VIOLATION, "no start")
         return
     except tw.StreamProtocolError as exc:
         log.warning("stream_rejected", reason=str(exc))
-        await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "protocol error")
+        await ws.close(CLOSE_POLICY_VIOLATION, "protocol error")
+        return
+    if not ws.open:
         return
 
     structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
@@ -159,7 +296,7 @@ async def handle_media_stream(ws: WebSocket, bridge: Bridge) -> None:
         except TokenError as exc:
             log.warning("stream_rejected", reason=str(exc))
             metrics.CALLS.labels(outcome="rejected_auth").inc()
-            await _close_twilio(ws, CLOSE_POLICY_VIOLATION, "invalid stream token")
+            await ws.close(CLOSE_POLICY_VIOLATION, "invalid stream token")
             structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
             return
         persona_name = claims.persona  # signed: trust it over the plain parameter
@@ -170,7 +307,7 @@ async def handle_media_stream(ws: WebSocket, bridge: Bridge) -> None:
 
 
 async def _run_call(
-    ws: WebSocket, bridge: Bridge, start: tw.Start, persona_name: str | None
+    ws: TwilioSocket, bridge: Bridge, start: tw.Start, persona_name: str | None
 ) -> None:
     params = start.custom_parameters
     persona = bridge.persona_for(persona_name)
@@ -207,16 +344,18 @@ async def _run_call(
             _finish(call, "upstream_failed")
             # Closing the stream lets Twilio continue with the TwiML after </Connect>:
             # the fallback apology, so the caller is never left in silence.
-            await _close_twilio(ws, CLOSE_UPSTREAM_FAILED, "upstream unavailable")
+            await ws.close(CLOSE_UPSTREAM_FAILED, "upstream unavailable")
             return
-        runtime = CallRuntime(call=call, twilio=ws, upstream=upstream, dialect=call.dialect)
+        runtime = CallRuntime(
+            call=call, twilio=ws, upstream=upstream, dialect=call.dialect, bridge=bridge
+        )
         runtime.webhook_at = _float_or_none(params.get("webhook_at")) or stream_opened_at
         runtime.persona = persona
         runtime.max_call_s = persona.limits.max_call_seconds or settings.MAX_CALL_SECONDS
         runtime.idle_s = persona.limits.idle_seconds or settings.IDLE_TIMEOUT_SECONDS
         runtime.tools = ToolRunner(
             call,
-            flush=lambda: _send_upstream(runtime),
+            flush=runtime.flush_async,
             end=runtime.end,
             context=ToolContext(
                 bridge=bridge, persona=persona, call_sid=start.call_sid, caller_number=caller
@@ -224,91 +363,69 @@ async def _run_call(
         )
         bridge.runtimes.add(runtime)
         try:
-            await _pump(runtime, bridge)
+            await _serve(runtime)
         finally:
             bridge.runtimes.discard(runtime)
     finally:
         bridge.call_ended()
 
 
-async def _pump(rt: CallRuntime, bridge: Bridge) -> None:
+async def _serve(rt: CallRuntime) -> None:
+    """Start the hot path, wait for the end, tear down."""
     call = rt.call
     call.upstream_opened(time.monotonic())
-    await _send_upstream(rt)
-    twilio_task = asyncio.create_task(_twilio_pump(rt), name=f"twilio:{call.call_sid}")
-    upstream_task = asyncio.create_task(
-        _upstream_pump(rt, bridge), name=f"upstream:{call.call_sid}"
-    )
-    limits_task = asyncio.create_task(_enforce_limits(rt), name=f"limits:{call.call_sid}")
-    rt.tasks.update((twilio_task, upstream_task))
-    rt.helpers.add(limits_task)
-    reason = "error"
+    rt.attach_upstream(rt.upstream)
+    rt.flush(time.monotonic())
+    rt.attach_twilio()  # the messages that arrived meanwhile are fed first
+    if not rt.upstream.open:
+        rt.on_upstream_closed()
+    limits = asyncio.create_task(_enforce_limits(rt), name=f"limits:{call.call_sid}")
+    rt.helpers.add(limits)
     try:
-        while True:
-            done, _ = await asyncio.wait(rt.tasks, return_when=asyncio.FIRST_COMPLETED)
-            first = twilio_task if twilio_task in done else done.pop()
-            if first.cancelled():
-                reason = rt.end_reason or "error"
-            elif first.exception() is not None:
-                log.error("call_failed", error=_describe(first.exception()))
-                reason = "error"
-            else:
-                reason = first.result()
-            if first is not upstream_task or reason != "upstream_closed" or rt.end_reason:
-                break
-            # The model's socket went away mid-call: replace it, or fall back.
-            rt.tasks.discard(upstream_task)
-            reconnect = asyncio.create_task(
-                _reconnect(rt, bridge), name=f"reconnect:{call.call_sid}"
-            )
-            rt.helpers.add(reconnect)
-            await asyncio.wait((reconnect, twilio_task), return_when=asyncio.FIRST_COMPLETED)
-            if twilio_task.done():
-                continue  # the caller left meanwhile; the loop reads why
-            if not reconnect.result():
-                reason = "upstream_failed"
-                break
-            upstream_task = asyncio.create_task(
-                _upstream_pump(rt, bridge), name=f"upstream:{call.call_sid}"
-            )
-            rt.tasks.add(upstream_task)
+        await rt.done
+    except asyncio.CancelledError:
+        rt.end("shutdown")
+        raise
     finally:
-        for task in (*rt.tasks, *rt.helpers):
+        rt.twilio.detach()
+        rt.upstream.detach()
+        for task in list(rt.helpers):
             task.cancel()
-        await asyncio.gather(*rt.tasks, *rt.helpers, return_exceptions=True)
-        rt.tasks.clear()
+        await asyncio.gather(*rt.helpers, return_exceptions=True)
         rt.helpers.clear()
         if rt.tools is not None:
             await rt.tools.aclose()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(rt.upstream.close(), 1.0)
-        final = rt.end_reason or reason
+            await rt.upstream.close()
+        final = rt.end_reason or "error"
         close_code = {
             "protocol_error": CLOSE_POLICY_VIOLATION,
             # Twilio continues with the persona's fallback TwiML after </Connect>.
             "upstream_failed": CLOSE_UPSTREAM_FAILED,
+            "upstream_closed": CLOSE_UPSTREAM_FAILED,
         }.get(final, CLOSE_NORMAL)
-        await _close_twilio(rt.twilio, close_code)
-    _sync_metrics(rt)
-    # A transfer or hang-up already requested from Twilio is why the call ended, even when
-    # Twilio's `stop` beat the REST answer to the stream.
-    _finish(call, (rt.tools and rt.tools.end_reason) or rt.end_reason or reason)
-    rt.ended.set()
+        if rt.twilio.open:
+            with contextlib.suppress(Exception):
+                await rt.twilio.close(close_code)
+        _sync_metrics(rt)
+        # A transfer or hang-up already requested from Twilio is why the call ended, even
+        # when Twilio's `stop` beat the REST answer to the stream.
+        _finish(call, (rt.tools and rt.tools.end_reason) or final)
+        rt.ended.set()
 
 
-async def _reconnect(rt: CallRuntime, bridge: Bridge) -> bool:
+async def _reconnect(rt: CallRuntime, bridge: Bridge) -> None:
     """Open a new upstream session within `RECONNECT_WINDOW_S` and bring it up to date.
 
     Caller audio meanwhile waits in the call's backlog; what the caller already has keeps
-    playing. Returns False when no session could be opened in time.
+    playing. Ends the call as `upstream_failed` when no session could be opened in time.
     """
     call = rt.call
     lost_at = time.monotonic()
     renewing, rt.renewing = rt.renewing, False
     rt.upstream_ready = False
     call.upstream_lost(lost_at)
-    if call.twilio_out:
-        await _send_twilio(rt)
+    rt.flush(lost_at)
     if not renewing:
         log.warning("upstream_lost", active_calls=bridge.active_calls)
         metrics.UPSTREAM_ERRORS.labels(code="connection_lost").inc()
@@ -322,13 +439,13 @@ async def _reconnect(rt: CallRuntime, bridge: Bridge) -> bool:
             log.warning("upstream_reconnect_failed", attempt=attempt, error=_describe(exc))
             await asyncio.sleep(min(RECONNECT_PAUSE_S, max(0.0, remaining)))
             continue
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(rt.upstream.close(), 0.5)
-        rt.upstream = upstream
+        old = rt.upstream
+        old.detach()
+        rt.attach_upstream(upstream)
         rt.session_started = time.monotonic()
         call.upstream_reopened(rt.session_started)
         rt.upstream_ready = True
-        await _send_upstream(rt)
+        rt.flush(rt.session_started)
         log.info(
             "upstream_reconnected",
             attempt=attempt,
@@ -336,13 +453,17 @@ async def _reconnect(rt: CallRuntime, bridge: Bridge) -> bool:
             gap_ms=round((time.monotonic() - lost_at) * 1000.0, 1),
             replayed_items=len(call.history),
         )
-        return True
+        if not upstream.open:
+            rt.on_upstream_closed()
+        with contextlib.suppress(Exception):
+            await old.close()
+        return
     log.error("upstream_reconnect_gave_up", attempts=attempt, window_s=RECONNECT_WINDOW_S)
-    return False
+    rt.end("upstream_failed")
 
 
 async def _enforce_limits(rt: CallRuntime) -> None:
-    """Call length and idleness, checked every half second beside the pumps.
+    """Call length and idleness, checked every half second beside the hot path.
 
     At the length limit the persona's goodbye is spoken, then the call is hung up. When
     neither side has done anything for the idle time, the persona's reprompt is spoken once;
@@ -363,7 +484,7 @@ async def _enforce_limits(rt: CallRuntime) -> None:
             )
             return
         if now - rt.session_started >= SESSION_RENEW_S and call.idle and rt.upstream_ready:
-            # Move to a fresh session while nobody is speaking; the pump's reconnect does it.
+            # Move to a fresh session while nobody is speaking; the reconnect path does it.
             log.info("session_renewal", session_age_s=round(now - rt.session_started))
             rt.renewing = True
             await rt.upstream.close()
@@ -378,117 +499,11 @@ async def _enforce_limits(rt: CallRuntime) -> None:
             if call.say(speak_exactly(reprompt)):
                 reprompted_at = now
                 call.last_activity = now
-                await _send_upstream(rt)
+                rt.flush(now)
             continue
         log.info("call_limit", limit="idle_seconds", seconds=rt.idle_s)
         rt.tools.end_with(IDLE_GOODBYE, "idle")
         return
-
-
-async def _twilio_pump(rt: CallRuntime) -> str:
-    call, ws = rt.call, rt.twilio
-    errors = 0
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            if message.get("code") == CLOSE_MESSAGE_TOO_BIG:
-                log.warning("twilio_message_rejected", error="message exceeds the size cap")
-                return "protocol_error"
-            return "caller_hangup"
-        text = message.get("text")
-        now = time.monotonic()
-        try:
-            if text is None:
-                raise tw.StreamProtocolError("binary frame (Media Streams is text only)")
-            call.on_twilio(tw.parse(text), now)
-            if call.stats.frames_in % METRICS_EVERY_FRAMES == 0:
-                _sync_metrics(rt)
-        except (tw.StreamProtocolError, ValueError) as exc:
-            errors += 1
-            log.warning("twilio_message_rejected", error=str(exc), count=errors)
-            if errors >= MAX_PROTOCOL_ERRORS:
-                return "protocol_error"
-            continue
-        if call.upstream_out:
-            try:
-                await _send_upstream(rt)
-            except ConnectionClosed:
-                # The upstream pump sees the same close and replaces the session.
-                rt.upstream_ready = False
-        if call.effects:
-            reason = _apply_effects(rt, now)
-            if reason:
-                return reason
-
-
-async def _upstream_pump(rt: CallRuntime, bridge: Bridge) -> str:
-    call, upstream, dialect = rt.call, rt.upstream, rt.dialect
-    try:
-        async for raw in upstream:
-            received = time.perf_counter()
-            now = time.monotonic()
-            try:
-                event = dialect.decode(raw)
-            except UpstreamProtocolError as exc:
-                log.warning("upstream_message_rejected", error=str(exc))
-                continue
-            call.on_upstream(event, now)
-            clear_sent_at = None
-            if call.twilio_out:
-                clear_sent_at = await _send_twilio(rt)
-                if not rt.first_audio_seen and call.stats.frames_out:
-                    rt.first_audio_seen = True
-                    if rt.webhook_at is not None:
-                        metrics.TIME_TO_FIRST_AUDIO.observe(max(0.0, time.time() - rt.webhook_at))
-            if call.upstream_out:
-                await _send_upstream(rt)
-            if call.effects:
-                reason = _apply_effects(rt, now, received, clear_sent_at, bridge)
-                if reason:
-                    return reason
-    except ConnectionClosed:
-        pass
-    return "upstream_closed"
-
-
-async def _send_twilio(rt: CallRuntime) -> float | None:
-    """Send the Twilio outbox in order; returns when the first message left (the `clear` of a
-    barge-in is always first)."""
-    out, rt.call.twilio_out = rt.call.twilio_out, []
-    send = rt.twilio.send_text
-    first_sent_at = None
-    for message in out:
-        await send(message)
-        if first_sent_at is None:
-            first_sent_at = time.perf_counter()
-    return first_sent_at
-
-
-_APPEND_PREFIX = '{"type":"input_audio_buffer.append"'
-
-
-async def _send_upstream(rt: CallRuntime) -> None:
-    """Send the upstream outbox. Policy when the upstream is slower than real time: caller
-    audio beyond `UPSTREAM_AUDIO_BACKLOG_BYTES` of unsent data is dropped and counted (the
-    newest frames go, so nothing waits), while control messages are always sent."""
-    if not rt.upstream_ready:
-        return  # kept in the outbox: sent after the replay once the new session is up
-    out, rt.call.upstream_out = rt.call.upstream_out, []
-    upstream = rt.upstream
-    for message in out:
-        if (
-            message.startswith(_APPEND_PREFIX)
-            and upstream.transport.get_write_buffer_size() > UPSTREAM_AUDIO_BACKLOG_BYTES
-        ):
-            rt.call.stats.frames_dropped += 1
-            metrics.FRAMES_DROPPED.labels(direction="inbound", reason="upstream_slow").inc()
-            if (
-                rt.call.stats.frames_dropped in (1, 50, 500)
-                or rt.call.stats.frames_dropped % 5000 == 0
-            ):
-                log.warning("upstream_slow", frames_dropped=rt.call.stats.frames_dropped)
-            continue
-        await upstream.send(message)
 
 
 def _apply_effects(
@@ -496,10 +511,8 @@ def _apply_effects(
     now: float,
     received: float | None = None,
     clear_sent_at: float | None = None,
-    bridge: Bridge | None = None,
-) -> str | None:
+) -> None:
     effects, rt.call.effects = rt.call.effects, []
-    end_reason = None
     for effect in effects:
         if isinstance(effect, Log):
             getattr(log, effect.level)(effect.event, **effect.fields)
@@ -526,13 +539,10 @@ def _apply_effects(
             if rt.tools is not None:
                 rt.tools.dtmf(effect.digit)
         elif isinstance(effect, End):
-            end_reason = end_reason or effect.reason
+            rt.end(effect.reason)
         elif isinstance(effect, PlaybackIdle):
             if rt.tools is not None:
                 rt.tools.playback_idle()
-    if end_reason:
-        rt.end_reason = rt.end_reason or end_reason
-    return end_reason
 
 
 # Why a call ended → the `outcome` label of voicebridge_calls_total.
@@ -576,10 +586,9 @@ def _sync_metrics(rt: CallRuntime) -> None:
             stats.deltas_dropped - done.deltas_dropped
         )
         done.deltas_dropped = stats.deltas_dropped
-    if rt.upstream.transport is not None:
-        metrics.QUEUE_DEPTH.labels(queue="upstream_send_kib").observe(
-            rt.upstream.transport.get_write_buffer_size() / 1024
-        )
+    metrics.QUEUE_DEPTH.labels(queue="upstream_send_kib").observe(
+        rt.upstream.write_buffer_size() / 1024
+    )
 
 
 def _finish(call: Call, reason: str) -> None:

@@ -9,14 +9,11 @@ Keys go in headers only: URLs end up in logs.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import websockets
-from websockets.asyncio.client import ClientConnection
-
 from bridge.settings import Settings
+from bridge.ws import UpstreamSocket, open_upstream
 
 # Server events are small except audio deltas (a second of 24 kHz PCM16 is 64 KiB of base64);
 # 4 MiB leaves room for long transcripts and session echoes while refusing nonsense.
@@ -26,9 +23,6 @@ CONNECT_TIMEOUT_S = 10.0
 # (about one second of 24 kHz PCM16 appends): waiting would stall the Twilio reader, and with
 # it the marks and `stop` that must keep flowing. See `stream._send_upstream`.
 UPSTREAM_AUDIO_BACKLOG_BYTES = 64 * 1024
-# websockets blocks `send` above this; kept above the audio backlog so control messages
-# (truncate, cancel, tool outputs) still go out at once when audio is being dropped.
-UPSTREAM_WRITE_LIMIT = 256 * 1024
 UPSTREAM_SOCKET_SNDBUF = 64 * 1024
 
 
@@ -86,23 +80,15 @@ def upstream_target(settings: Settings, local_url: str | None = None) -> Upstrea
     return UpstreamTarget(url=url, headers=headers, dialect=settings.dialect)
 
 
-async def connect(target: UpstreamTarget) -> ClientConnection:
-    """Open the Realtime socket. Raises OSError / websockets errors / TimeoutError on failure."""
-    connection = await websockets.connect(
+async def connect(target: UpstreamTarget) -> UpstreamSocket:
+    """Open the Realtime socket. Raises OSError, TimeoutError or a picows handshake error."""
+    return await open_upstream(
         target.url,
-        additional_headers=target.headers,
-        max_size=UPSTREAM_MAX_MESSAGE_BYTES,
-        open_timeout=CONNECT_TIMEOUT_S,
-        compression=None,  # audio does not compress; deflate would only cost CPU
-        ping_interval=20,
-        ping_timeout=20,
-        close_timeout=1,
-        write_limit=UPSTREAM_WRITE_LIMIT,
-    )
-    sock = connection.transport.get_extra_info("socket")
-    if sock is not None:
+        target.headers,
+        max_message_bytes=UPSTREAM_MAX_MESSAGE_BYTES,
+        timeout_s=CONNECT_TIMEOUT_S,
         # A fixed kernel send buffer: autotuning lets it grow to megabytes (a minute of audio)
         # before a stalled upstream shows at all. 64 KiB is far above what a 50 KB/s stream
         # needs on any real path, and keeps the total lag before dropping near 2 s.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UPSTREAM_SOCKET_SNDBUF)
-    return connection
+        send_buffer_bytes=UPSTREAM_SOCKET_SNDBUF,
+    )

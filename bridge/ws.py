@@ -1,0 +1,392 @@
+"""The two WebSocket ends of a call, on picows: C framing, callbacks, no task per message.
+
+Every 20 ms a call moves a Twilio `media` in, an `append` up, a delta down, a `media` and a
+`mark` out and a mark echo in, on each of hundreds of calls. With an asyncio WebSocket library
+each of those messages costs a queue, a future and a task switch; here a frame arrives as a
+callback and goes straight into the call's state machine, whose answer is written before the
+callback returns. That, and one write per batch of Twilio messages (a frame and its mark
+leave in one syscall), is most of what issue 10 measured.
+
+- `MessageSocket`: one side of a call. Text messages are delivered in order to the handler
+  attached with `attach()`; until then they wait in a short queue read with `receive()`
+  (the few messages before Twilio's `start`). Fragmented messages are reassembled up to the
+  size cap; binary frames and invalid UTF-8 are reported per message, the socket stays open.
+- `TwilioSocket`: the server end for `/media-stream`, handed the TCP connection by uvicorn
+  after it parsed the upgrade request (`uvicorn_ws_protocol`), so the routes and the media
+  stream share one port as interface.md fixes.
+- `UpstreamSocket` / `open_upstream`: the client end to the Realtime model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from picows import (
+    WSAutoPingStrategy,
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    ws_connect,
+)
+from picows.picows import WSProtocol
+
+# picows logs every accepted connection at INFO; calls log themselves.
+logging.getLogger("picows").setLevel(logging.WARNING)
+
+CLOSE_TIMEOUT_S = 1.0  # how long a closing side waits for the peer's close frame
+PRESTART_QUEUE_LIMIT = 500  # messages kept before a handler is attached (10 s of media)
+
+_TEXT = WSMsgType.TEXT
+_CLOSE = WSMsgType.CLOSE
+_CONTINUATION = WSMsgType.CONTINUATION
+_BINARY = WSMsgType.BINARY
+
+
+class MessageSocket(WSListener):  # type: ignore[misc]
+    """Text messages in, as callbacks once attached; the transport for sending."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.transport: WSTransport | None = None
+        self.raw: asyncio.Transport | None = None
+        self.open = False
+        self.close_code: int | None = None  # what the peer sent, or what we sent first
+        self.closed = asyncio.get_running_loop().create_future()
+        self._on_text: Callable[[str], None] | None = None
+        self._on_error: Callable[[str], None] | None = None
+        self._on_closed: Callable[[], None] | None = None
+        self._queue: deque[str | ValueError | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._fragments: list[bytes] | None = None
+        self._fragment_type = _TEXT
+        self._fragment_bytes = 0
+        self._closing = False
+
+    # picows callbacks --------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.raw = transport.underlying_transport
+        self.open = True
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is _TEXT and frame.fin:
+            try:
+                text = frame.get_payload_as_utf8_text()
+            except UnicodeDecodeError:
+                self._error("text frame is not valid UTF-8")
+                return
+            if self._on_text is not None:
+                self._on_text(text)
+            else:
+                self._enqueue(text)
+        elif kind is _CLOSE:
+            self.close_code = self.close_code or _close_code(frame)
+            if not transport.is_close_frame_sent:
+                code = frame.get_close_code()
+                transport.send_close(WSCloseCode.OK if code is WSCloseCode.NO_INFO else code)
+            transport.disconnect()
+        elif kind is _TEXT or kind is _BINARY:
+            if self._fragments is not None:
+                self._error("new message inside a fragmented one")
+                self._fragments = None
+            if frame.fin:
+                self._error("binary frame (Media Streams is text only)")
+                return
+            self._fragments = [frame.get_payload_as_bytes()]
+            self._fragment_type = kind
+            self._fragment_bytes = frame.payload_size
+        elif kind is _CONTINUATION:
+            self._continue(frame)
+        # PING is answered by picows itself; PONG needs nothing.
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.open = False
+        handshake = transport.close_handshake
+        if self.close_code is None and handshake is not None and handshake.sent is not None:
+            self.close_code = handshake.sent.code.value
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._on_closed is not None:
+            callback, self._on_closed = self._on_closed, None
+            callback()
+        else:
+            self._enqueue(None)
+
+    # Receiving ---------------------------------------------------------------------------------
+
+    def attach(
+        self,
+        on_text: Callable[[str], None],
+        on_error: Callable[[str], None],
+        on_closed: Callable[[], None],
+    ) -> None:
+        """From now on messages go to `on_text` as they arrive; the queued ones go first."""
+        queued, self._queue = self._queue, deque()
+        self._on_text, self._on_error, self._on_closed = on_text, on_error, on_closed
+        for item in queued:
+            if item is None:
+                self._on_closed = None
+                on_closed()
+                return
+            if isinstance(item, ValueError):
+                on_error(str(item))
+            else:
+                on_text(item)
+        if not self.open and self._on_closed is not None:
+            self._on_closed = None
+            on_closed()
+
+    def detach(self) -> None:
+        """Stop delivering: the call is over, late messages are dropped."""
+        self._on_text = lambda _text: None
+        self._on_error = lambda _reason: None
+        self._on_closed = None
+
+    async def receive(self) -> str | None:
+        """The next text message before a handler is attached; None once the socket closed.
+        Raises ValueError for a message that was not valid text."""
+        while not self._queue:
+            if not self.open and self.transport is not None:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._queue.popleft()
+        if isinstance(item, ValueError):
+            raise item
+        return item
+
+    def _enqueue(self, item: str | ValueError | None) -> None:
+        if len(self._queue) >= PRESTART_QUEUE_LIMIT and item is not None:
+            item = ValueError("too many messages before the call was set up")
+            self._queue.clear()
+        self._queue.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _error(self, reason: str) -> None:
+        if self._on_error is not None:
+            self._on_error(reason)
+        else:
+            self._enqueue(ValueError(reason))
+
+    def _continue(self, frame: WSFrame) -> None:
+        if self._fragments is None:
+            self._error("continuation frame without a message to continue")
+            return
+        self._fragment_bytes += frame.payload_size
+        if self._fragment_bytes > self.max_message_bytes:
+            self._fragments = None
+            self.send_close(int(WSCloseCode.MESSAGE_TOO_BIG.value), "message too big")
+            return
+        self._fragments.append(frame.get_payload_as_bytes())
+        if not frame.fin:
+            return
+        payload, self._fragments = b"".join(self._fragments), None
+        if self._fragment_type is _BINARY:
+            self._error("binary frame (Media Streams is text only)")
+            return
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            self._error("text frame is not valid UTF-8")
+            return
+        if self._on_text is not None:
+            self._on_text(text)
+        else:
+            self._enqueue(text)
+
+    def pause_writing(self) -> None:
+        """Nothing waits for the socket: the call's send policy reads `write_buffer_size`."""
+
+    def resume_writing(self) -> None:
+        pass
+
+    # Sending and closing -----------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        if self.open and not self._closing and self.transport is not None:
+            self.transport.send(_TEXT, text)
+
+    def write_buffer_size(self) -> int:
+        return self.raw.get_write_buffer_size() if self.raw is not None else 0
+
+    def send_close(self, code: int, reason: str = "") -> None:
+        """Send a close frame (once); the socket ends when the peer answers or `close` gives up."""
+        if self.transport is None or not self.open or self._closing:
+            return
+        self._closing = True
+        self.close_code = self.close_code or code
+        self.transport.send_close(WSCloseCode(code), reason.encode()[:120])
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close handshake: our close frame, the peer's answer (up to `CLOSE_TIMEOUT_S`), then
+        the TCP close. Waiting for the answer matters: closing at once while the peer still
+        sends could make its kernel reset the connection before it read our close frame. A
+        peer that does not answer in time (stalled, gone) is cut off."""
+        if self.transport is None:
+            return
+        self.send_close(code, reason)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT_S)
+        if not self.closed.done():
+            self.transport.disconnect(graceful=False)
+
+
+class TwilioSocket(MessageSocket):
+    """The server end of one `/media-stream` connection."""
+
+    def __init__(
+        self,
+        request: WSUpgradeRequest,
+        max_message_bytes: int,
+        on_connected: Callable[[TwilioSocket], None],
+    ) -> None:
+        super().__init__(max_message_bytes)
+        self._on_connected = on_connected
+        self.path = request.path.decode("latin-1")
+        self.headers: Mapping[str, str] = request.headers
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        super().on_ws_connected(transport)
+        self._on_connected(self)
+
+    def send_batch(self, messages: Iterable[str]) -> None:
+        """Several text messages in one write: a frame and its mark leave in one syscall.
+        Server frames are unmasked, so the framing is a header in front of each payload."""
+        if not self.open or self._closing or self.raw is None:
+            return
+        parts: list[bytes] = []
+        for message in messages:
+            payload = message.encode()
+            size = len(payload)
+            if size < 126:
+                parts.append(bytes((0x81, size)))
+            elif size < 65536:
+                parts.append(b"\x81\x7e" + size.to_bytes(2, "big"))
+            else:
+                parts.append(b"\x81\x7f" + size.to_bytes(8, "big"))
+            parts.append(payload)
+        self.raw.write(b"".join(parts))
+
+
+class UpstreamSocket(MessageSocket):
+    """The client end to the Realtime model."""
+
+
+def _close_code(frame: WSFrame) -> int | None:
+    try:
+        return int(frame.get_close_code().value)
+    except (ValueError, AttributeError):
+        return None
+
+
+# The server end inside uvicorn ----------------------------------------------------------------
+
+
+class _UpgradedProtocol(WSProtocol):  # type: ignore[misc]
+    """picows' server protocol, given the upgrade request uvicorn already read from the socket
+    (uvicorn replays it through `data_received`; picows itself reads into its own buffer)."""
+
+    def data_received(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            buffer = self.get_buffer(len(view))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+
+ListenerFactory = Callable[[WSUpgradeRequest], WSListener | None]
+
+
+def uvicorn_ws_protocol(
+    listener_factory: ListenerFactory, max_frame_bytes: int
+) -> Callable[..., asyncio.BaseProtocol]:
+    """What `uvicorn.Config(ws=…)` instantiates for each upgrade request: picows takes over the
+    connection; `listener_factory` routes by path (None answers 404)."""
+    logger = logging.getLogger("picows.server")
+
+    def protocol(**_uvicorn: Any) -> asyncio.BaseProtocol:
+        return _UpgradedProtocol(
+            None,  # host:port (client side only)
+            None,  # path (client side only)
+            False,  # server side
+            listener_factory,
+            logger,
+            True,  # disconnect on a listener exception
+            5.0,  # handshake timeout
+            False,  # no auto ping: Twilio keeps the line busy with media every 20 ms
+            20.0,
+            20.0,
+            WSAutoPingStrategy.PING_WHEN_IDLE,
+            True,  # answer pings
+            max_frame_bytes,
+            None,  # extra headers
+            16 * 1024,  # initial read buffer
+        )
+
+    return protocol
+
+
+# The client end -------------------------------------------------------------------------------
+
+
+async def open_upstream(
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    max_message_bytes: int,
+    timeout_s: float,
+    send_buffer_bytes: int,
+    ping_interval_s: float = 20.0,
+) -> UpstreamSocket:
+    """Connect and complete the WebSocket handshake within `timeout_s`.
+
+    Raises OSError, TimeoutError or a picows handshake error (a 401 is `WSInvalidStatusError`).
+    """
+    created: list[UpstreamSocket] = []
+
+    def factory() -> UpstreamSocket:
+        created.append(UpstreamSocket(max_message_bytes))
+        return created[-1]
+
+    transport, listener = await asyncio.wait_for(
+        ws_connect(
+            factory,
+            url,
+            extra_headers=dict(headers),
+            websocket_handshake_timeout=timeout_s,
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=ping_interval_s,
+            auto_ping_reply_timeout=ping_interval_s,
+            max_frame_size=max_message_bytes,
+            use_aiofastnet=False,
+        ),
+        timeout_s,
+    )
+    assert isinstance(listener, UpstreamSocket)
+    raw = transport.underlying_transport
+    sock = raw.get_extra_info("socket")
+    if sock is not None:
+        # A fixed kernel send buffer: autotuning lets it grow to megabytes (a minute of audio)
+        # before a stalled upstream shows at all.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+    return listener
