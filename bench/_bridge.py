@@ -2,10 +2,9 @@
 
 Runs `bridge.cli.main` unchanged. Around uvicorn's `Server.serve` it adds one task that
 writes `<monotonic> <tasks>` to `--tasks-file` every second (the soak's leak check: tasks
-must return to the idle count once calls hang up). `--cork` coalesces socket writes
-(`_cork.py`), to measure what batching writes inside the bridge would buy.
+must return to the idle count once calls hang up).
 
-    .venv/bin/python bench/_bridge.py [--cork] [--tasks-file F] serve --port P
+    .venv/bin/python bench/_bridge.py [--tasks-file F] serve --port P
 """
 
 from __future__ import annotations
@@ -32,12 +31,7 @@ async def _count_tasks(path: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks-file")
-    parser.add_argument("--cork", action="store_true", help="see _cork.py (an experiment)")
     args, rest = parser.parse_known_args()
-    if args.cork:
-        from _cork import install
-
-        install()
     if args.tasks_file:
         import uvicorn
 

@@ -1,17 +1,18 @@
 """The floor: the smallest relay between Twilio and a Realtime model on the bridge's own stack.
 
-What any Python bridge must spend, and nothing more: FastAPI routes on uvicorn configured and
-started exactly as `voicebridge serve` does (`bridge.server.uvicorn_config`: websockets-sansio,
-the same WebSocket options; `Server.run()`, so uvicorn picks uvloop), the upstream opened with
-the same `websockets.connect` options as `bridge/realtime/upstream.py`, orjson for parsing. Per
-call: on `start`, open the upstream, send a `session.update` (whose instructions name the
-caller, as the bridge's do) and one `response.create`. Then each Twilio message is parsed, and
-each `media` becomes one `input_audio_buffer.append` with the same payload; each upstream
-message is parsed, and each audio delta becomes one Twilio `media` with the same payload,
-followed by a `mark` (a relay that supports barge-in needs marks to know what was heard;
-Twilio's own sample sends one per delta). No conversion, no framing, no logic: in pcm16 mode
-the 24 kHz PCM goes to the caller as it came, which a real phone could not play but which costs
-what the floor should cost.
+What any Python bridge must spend, and nothing more: FastAPI on uvicorn configured and started
+exactly as `voicebridge serve` does (`bridge.server.uvicorn_config`; `Server.run()`, so uvicorn
+picks uvloop and httptools), WebSocket upgrades handed to picows through the same
+`bridge.ws.uvicorn_ws_protocol`, the upstream opened with the same `bridge.ws.open_upstream`
+options, messages delivered as callbacks as the bridge gets them, orjson for parsing. Per call:
+on `start`, open the upstream, send a `session.update` (whose instructions name the caller,
+as the bridge's do) and one `response.create`. Then each Twilio message is parsed, and each
+`media` becomes one `input_audio_buffer.append` with the same payload; each upstream message
+is parsed, and each audio delta becomes one Twilio `media` with the same payload followed by
+a `mark`, both in one write (a relay that supports barge-in needs marks to know what was
+heard; Twilio's own sample sends one per delta). No conversion, no framing, no logic: in
+pcm16 mode the 24 kHz PCM goes to the caller as it came, which a real phone could not play
+but which costs what the floor should cost.
 
 `bench/load.py` runs it under the same load as the bridge and reports bridge/floor CPU.
 Run by hand: `REALTIME_URL=ws://127.0.0.1:9000/v1/realtime .venv/bin/python bench/floor.py
@@ -22,34 +23,109 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import quoteattr
 
 import orjson
 import uvicorn
-import websockets
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
+from picows import WSUpgradeRequest
 
-from bridge.server import uvicorn_config
-
-UPSTREAM_OPTIONS = {
-    "max_size": 4 * 1024 * 1024,
-    "open_timeout": 10.0,
-    "compression": None,
-    "ping_interval": 20,
-    "ping_timeout": 20,
-    "close_timeout": 1,
-}
-"""As `bridge.realtime.upstream.connect` opens the Realtime socket."""
+from bridge.realtime.upstream import (
+    CONNECT_TIMEOUT_S,
+    UPSTREAM_MAX_MESSAGE_BYTES,
+    UPSTREAM_SOCKET_SNDBUF,
+)
+from bridge.server import WS_MAX_MESSAGE_BYTES, uvicorn_config
+from bridge.ws import ListenerFactory, TwilioSocket, UpstreamSocket, open_upstream
 
 
-def create_app(realtime_url: str, audio: str) -> FastAPI:
+class FloorCall:
+    """One relayed call: Twilio text in → one append up; delta in → media + mark down."""
+
+    def __init__(self, twilio: TwilioSocket, realtime_url: str, audio: str) -> None:
+        self.twilio = twilio
+        self.url = realtime_url
+        self.audio = audio
+        self.upstream: UpstreamSocket | None = None
+        self.media_head = ""
+        self.mark_head = ""
+        self.marks = 0
+        self.backlog: list[str] = []  # appends from before the upstream opened
+        self.task: asyncio.Task[None] | None = None
+        twilio.attach(self.on_twilio, lambda _reason: None, self.on_twilio_closed)
+
+    def on_twilio(self, text: str) -> None:
+        event = orjson.loads(text)
+        kind = event.get("event")
+        if kind == "media":
+            append = (
+                '{"type":"input_audio_buffer.append","audio":"' + event["media"]["payload"] + '"}'
+            )
+            if self.upstream is not None:
+                self.upstream.send(append)
+            else:
+                self.backlog.append(append)
+        elif kind == "start":
+            self.task = asyncio.create_task(self.open(event["start"]))
+        elif kind == "stop":
+            self.twilio.send_close(1000)
+
+    def on_upstream(self, text: str) -> None:
+        event = orjson.loads(text)
+        if event.get("type") == "response.output_audio.delta":
+            self.marks += 1
+            self.twilio.send_batch(
+                (
+                    self.media_head + event["delta"] + '"}}',
+                    self.mark_head + str(self.marks) + '"}}',
+                )
+            )
+
+    def on_twilio_closed(self) -> None:
+        if self.upstream is not None:
+            self.upstream.send_close(1000)
+            self.upstream.detach()
+        elif self.task is not None:
+            self.task.cancel()
+
+    async def open(self, start: dict) -> None:
+        sid = start["streamSid"]
+        caller = start.get("customParameters", {}).get("From", "")
+        self.media_head = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
+        self.mark_head = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
+        fmt = (
+            {"type": "audio/pcm", "rate": 24000}
+            if self.audio == "pcm16"
+            else {"type": "audio/pcmu"}
+        )
+        upstream = await open_upstream(
+            self.url,
+            {"Authorization": "Bearer " + os.environ.get("OPENAI_API_KEY", "sk-floor")},
+            max_message_bytes=UPSTREAM_MAX_MESSAGE_BYTES,
+            timeout_s=CONNECT_TIMEOUT_S,
+            send_buffer_bytes=UPSTREAM_SOCKET_SNDBUF,
+        )
+        session = {
+            "type": "realtime",
+            "instructions": f"You answer the phone. The caller's number is {caller}.",
+            "audio": {"input": {"format": fmt}, "output": {"format": fmt, "voice": "alloy"}},
+        }
+        upstream.send(orjson.dumps({"type": "session.update", "session": session}).decode())
+        upstream.send('{"type":"response.create"}')
+        for append in self.backlog:
+            upstream.send(append)
+        self.backlog.clear()
+        upstream.attach(self.on_upstream, lambda _reason: None, lambda: None)
+        self.upstream = upstream
+        if not self.twilio.open:
+            await upstream.close()
+
+
+def create_app() -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    fmt = {"type": "audio/pcm", "rate": 24000} if audio == "pcm16" else {"type": "audio/pcmu"}
-    headers = {"Authorization": "Bearer " + os.environ.get("OPENAI_API_KEY", "sk-floor")}
 
     @app.api_route("/incoming-call", methods=["GET", "POST"])
     async def incoming_call(request: Request) -> Response:
@@ -66,86 +142,34 @@ def create_app(realtime_url: str, audio: str) -> FastAPI:
     async def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    @app.websocket("/media-stream")
-    async def media_stream(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            while True:
-                start = orjson.loads(await ws.receive_text())
-                if start.get("event") == "start":
-                    break
-        except WebSocketDisconnect:
-            return
-        sid = start["start"]["streamSid"]
-        caller = start["start"].get("customParameters", {}).get("From", "")
-        upstream = await websockets.connect(
-            realtime_url, additional_headers=headers, **UPSTREAM_OPTIONS
-        )
-        session = {
-            "type": "realtime",
-            "instructions": f"You answer the phone. The caller's number is {caller}.",
-            "audio": {"input": {"format": fmt}, "output": {"format": fmt, "voice": "alloy"}},
-        }
-        await upstream.send(orjson.dumps({"type": "session.update", "session": session}).decode())
-        await upstream.send('{"type":"response.create"}')
-
-        async def from_twilio() -> None:
-            while True:
-                message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                event = orjson.loads(message["text"])
-                kind = event.get("event")
-                if kind == "media":
-                    await upstream.send(
-                        '{"type":"input_audio_buffer.append","audio":"'
-                        + event["media"]["payload"]
-                        + '"}'
-                    )
-                elif kind == "stop":
-                    return
-
-        async def from_upstream() -> None:
-            marks = 0
-            media_head = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
-            mark_head = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
-            async for raw in upstream:
-                event = orjson.loads(raw)
-                if event.get("type") == "response.output_audio.delta":
-                    await ws.send_text(media_head + event["delta"] + '"}}')
-                    marks += 1
-                    await ws.send_text(mark_head + str(marks) + '"}}')
-
-        tasks = [asyncio.create_task(from_twilio()), asyncio.create_task(from_upstream())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(upstream.close(), 1.0)
-            with contextlib.suppress(Exception):
-                await ws.close()
-
     return app
+
+
+def listeners(realtime_url: str, audio: str) -> ListenerFactory:
+    calls: set[FloorCall] = set()
+
+    def connected(ws: TwilioSocket) -> None:
+        call = FloorCall(ws, realtime_url, audio)
+        calls.add(call)
+        ws.closed.add_done_callback(lambda _: calls.discard(call))
+
+    def listener(request: WSUpgradeRequest) -> TwilioSocket | None:
+        if request.path.split(b"?", 1)[0] != b"/media-stream":
+            return None
+        return TwilioSocket(request, WS_MAX_MESSAGE_BYTES, connected)
+
+    return listener
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--cork", action="store_true", help="coalesce writes (_cork.py)")
     args = parser.parse_args()
-    if args.cork:
-        from _cork import install
-
-        install()
     url = os.environ.get("REALTIME_URL", "ws://127.0.0.1:8765/v1/realtime")
     audio = os.environ.get("REALTIME_AUDIO", "pcm16").strip().lower()
-    # The bridge's own uvicorn configuration, run as `voicebridge serve` runs it: `run()` lets
-    # uvicorn pick its loop (uvloop when installed) and protocols (httptools, websockets-sansio).
-    uvicorn.Server(uvicorn_config(create_app(url, audio), args.host, args.port)).run()
+    config = uvicorn_config(create_app(), args.host, args.port, ws=listeners(url, audio))
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

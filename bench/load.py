@@ -319,11 +319,9 @@ def run_step(
         base = f"http://127.0.0.1:{port}"
         if target == "bridge":
             argv = [PYTHON, str(BENCH / "_bridge.py"), "--tasks-file", str(tasks_file)]
-            argv += ["--cork"] if opts.cork else []
             argv += ["serve", "--port", str(port)]
         else:
             argv = [PYTHON, str(BENCH / "floor.py"), "--port", str(port)]
-            argv += ["--cork"] if opts.cork else []
         server = _spawn(argv, run / target, env=_server_env(mode, up_port))
         procs.append(server)
         _wait_http(base + "/healthz", server)
@@ -643,8 +641,7 @@ def preamble(opts: argparse.Namespace) -> str:
         f"command: {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}\n"
         f"window {opts.duration:g} s after {opts.warmup:g} s warm-up; late = added latency > "
         f"{opts.late_ms:g} ms; valid = generator and fake-upstream p99 lateness ≤ "
-        f"{opts.max_gen_lateness_ms:g} ms; servers as `voicebridge serve` runs"
-        f"{' + corked writes (experiment)' if opts.cork else ''}\n"
+        f"{opts.max_gen_lateness_ms:g} ms; servers as `voicebridge serve` runs\n"
         "core% = the server's CPU in % of one core (≥ 90: SATURATED, its one event loop cannot "
         "keep up); load = 1-min load average before the step; others = CPU cores busy outside "
         "the bench's three processes during the window (other work on the machine)"
@@ -733,9 +730,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--settle", type=float, default=10.0, help="max seconds for teardown after hang-up"
     )
     parser.add_argument("--max-gen-lateness-ms", type=float, default=5.0)
-    parser.add_argument(
-        "--cork", action="store_true", help="experiment: one write per loop turn (_cork.py)"
-    )
     parser.add_argument(
         "--soak", type=float, metavar="SECONDS", help="one bridge step at --calls N, leak check"
     )

@@ -121,10 +121,10 @@ class CallRuntime:
         try:
             call.on_twilio(tw.parse(text), now)
         except (tw.StreamProtocolError, ValueError) as exc:
-            self.on_twilio_error(str(exc))
+            self.context.run(self.on_twilio_error, str(exc))
             return
         except Exception as exc:
-            self._failed(exc)
+            self.context.run(self._failed, exc)
             return
         if call.stats.frames_in % METRICS_EVERY_FRAMES == 0:
             _sync_metrics(self)
@@ -149,13 +149,13 @@ class CallRuntime:
         try:
             event = self.dialect.decode(text)
         except UpstreamProtocolError as exc:
-            log.warning("upstream_message_rejected", error=str(exc))
+            self.context.run(self.on_upstream_error, str(exc))
             return
         try:
             self.call.on_upstream(event, now)
             self.flush(now, received)
         except Exception as exc:
-            self._failed(exc)
+            self.context.run(self._failed, exc)
 
     def on_upstream_error(self, reason: str) -> None:
         log.warning("upstream_message_rejected", error=reason)
@@ -184,7 +184,7 @@ class CallRuntime:
         if call.upstream_out:
             self.send_upstream()
         if call.effects:
-            _apply_effects(self, now, received, clear_sent_at)
+            self.context.run(_apply_effects, self, now, received, clear_sent_at)
 
     def send_twilio(self) -> float:
         """The Twilio outbox in one write; returns when it left (a barge-in's `clear` is
@@ -192,7 +192,8 @@ class CallRuntime:
         out, self.call.twilio_out = self.call.twilio_out, []
         self.twilio.send_batch(out)
         if self.twilio.write_buffer_size() > TWILIO_WRITE_LIMIT_BYTES:
-            log.warning("twilio_not_reading", buffered=self.twilio.write_buffer_size())
+            buffered = self.twilio.write_buffer_size()
+            self.context.run(log.warning, "twilio_not_reading", buffered=buffered)
             self.end("protocol_error")
         return time.perf_counter()
 
@@ -205,15 +206,15 @@ class CallRuntime:
         out, self.call.upstream_out = self.call.upstream_out, []
         upstream = self.upstream
         for message in out:
-            if (
-                upstream.write_buffer_size() > UPSTREAM_AUDIO_BACKLOG_BYTES
-                and message.startswith(_APPEND_PREFIX)
+            if upstream.write_buffer_size() > UPSTREAM_AUDIO_BACKLOG_BYTES and message.startswith(
+                _APPEND_PREFIX
             ):
                 stats = self.call.stats
                 stats.frames_dropped += 1
                 metrics.FRAMES_DROPPED.labels(direction="inbound", reason="upstream_slow").inc()
                 if stats.frames_dropped in (1, 50, 500) or stats.frames_dropped % 5000 == 0:
-                    log.warning("upstream_slow", frames_dropped=stats.frames_dropped)
+                    dropped = stats.frames_dropped
+                    self.context.run(log.warning, "upstream_slow", frames_dropped=dropped)
                 continue
             upstream.send(message)
 
@@ -221,11 +222,15 @@ class CallRuntime:
         """For the tool runner, which awaits its flush."""
         self.flush(time.monotonic())
 
+    # The message callbacks run in the loop's context; whatever logs or starts tasks runs in
+    # the call's (`self.context`), so every line carries the call_sid and tool tasks inherit
+    # it. Entering it costs too much to do for every frame.
+
     def attach_upstream(self, upstream: UpstreamSocket) -> None:
         self.upstream = upstream
         run = self.context.run
         upstream.attach(
-            lambda text: run(self.on_upstream_text, text),
+            self.on_upstream_text,
             lambda reason: run(self.on_upstream_error, reason),
             lambda: run(self._upstream_closed_by, upstream),
         )
@@ -233,7 +238,7 @@ class CallRuntime:
     def attach_twilio(self) -> None:
         run = self.context.run
         self.twilio.attach(
-            lambda text: run(self.on_twilio_text, text),
+            self.on_twilio_text,
             lambda reason: run(self.on_twilio_error, reason),
             lambda: run(self.on_twilio_closed),
         )
