@@ -1,6 +1,8 @@
 """Audio core: μ-law codec, 8 kHz ↔ 24 kHz streaming resamplers, 20 ms framer, facade.
 
-Pure code with no I/O; every call runs it 50 times a second in each direction.
+Pure code with no I/O; every call runs it 50 times a second in each direction, so the per-frame
+work (decode, resample, round, encode) is one call into a numba kernel per direction
+(`bridge.audio._kernels`), compiled or loaded from its disk cache when this package is imported.
 """
 
 from bridge.audio.framer import FRAME_BYTES, FRAME_MS, Framer

@@ -3,18 +3,23 @@
 Twilio sends 8 kHz μ-law in 20 ms frames; the Realtime side speaks 24 kHz PCM16 (`pcm16`)
 or the same μ-law (`pcmu`). Either way the call code sees one interface and never touches
 samples, and what goes back to Twilio is always whole 20 ms frames.
+
+Per frame and direction this is one base64 decode, one compiled kernel call (decode, resample,
+round, encode: see `bridge.audio._kernels`) and one base64 encode per frame out, with the
+kernels writing into buffers allocated once per call; the base64 text is the only new object.
 """
 
 from __future__ import annotations
 
 import binascii
+import sys
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
-from bridge.audio.framer import Framer
-from bridge.audio.g711 import ulaw_decode, ulaw_encode
-from bridge.audio.resample import Resampler8kTo24k, Resampler24kTo8k
+from bridge.audio.framer import FRAME_BYTES, Framer
+from bridge.audio.resample import KERNELS, Resampler8kTo24k, Resampler24kTo8k
 
 __all__ = ["AudioPipeline", "Pcm16Pipeline", "PcmuPipeline", "make_pipeline"]
 
@@ -43,17 +48,29 @@ class AudioPipeline(Protocol):
         ...
 
 
+_a2b = binascii.a2b_base64
+_b2a = binascii.b2a_base64
+_upsample = KERNELS.upsample
+_downsample = KERNELS.downsample
+_LITTLE_ENDIAN = sys.byteorder == "little"
+#: The base64 digits worth a multiple of 16 (4 low bits zero). 160 bytes = 3 × 53 + 1, so
+#: their text ends in a digit carrying the last byte's 2 low bits, then 4 padding bits, then
+#: "=="; strict decoding ignores those 4 bits, canonical encoding (b2a_base64) zeroes them.
+_CANONICAL_LAST_DIGITS = "AQgw"
+assert FRAME_BYTES % 3 == 1, "the pass-through check below assumes 160 bytes end in '=='"
+
+
 def _b64decode(text: str, what: str) -> bytes:
     # strict_mode rejects stray characters instead of silently skipping them, so a corrupt
     # payload fails loudly here rather than as a click in someone's ear.
     try:
-        return binascii.a2b_base64(text, strict_mode=True)
+        return _a2b(text, strict_mode=True)
     except ValueError as exc:  # binascii.Error, or a non-ASCII str
         raise ValueError(f"{what} is not valid base64: {exc}") from exc
 
 
-def _b64encode(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
+def _b64encode(data: bytes | memoryview) -> str:
+    return _b2a(data, newline=False).decode("ascii")
 
 
 class Pcm16Pipeline:
@@ -66,18 +83,37 @@ class Pcm16Pipeline:
         self._up = Resampler8kTo24k()
         self._down = Resampler24kTo8k()
         self._framer = Framer()
+        self._grow_inbound(FRAME_BYTES)
 
     def inbound(self, payload_b64: str) -> str:
         """Twilio μ-law -> 24 kHz PCM16; caller audio is one continuous signal, never reset."""
-        pcm8k = ulaw_decode(_b64decode(payload_b64, "Twilio media payload"))
-        pcm24k = self._up.process(pcm8k)
-        return _b64encode(pcm24k.astype("<i2", copy=False).tobytes())
+        try:
+            ulaw = _a2b(payload_b64, strict_mode=True)
+        except ValueError as exc:
+            raise ValueError(f"Twilio media payload is not valid base64: {exc}") from exc
+        pcm = self._pcm24k
+        if 3 * len(ulaw) > len(pcm):
+            pcm = self._grow_inbound(len(ulaw))
+        up = self._up
+        count = _upsample(ulaw, True, up._x, up._istate, pcm)
+        if _LITTLE_ENDIAN:  # the buffer's bytes are already the wire's little-endian PCM16
+            return _b2a(self._pcm24k_bytes[: 2 * count], newline=False).decode("ascii")
+        return _b64encode(pcm[:count].astype("<i2").tobytes())
 
     def outbound(self, delta_b64: str) -> list[str]:
         """24 kHz PCM16 delta (any size, odd bytes too) -> whole 20 ms μ-law frames."""
-        pcm24k = _b64decode(delta_b64, "Realtime audio delta")
-        pcm8k = np.frombuffer(self._down.process_bytes(pcm24k), dtype="<i2")
-        return [_b64encode(frame) for frame in self._framer.push(ulaw_encode(pcm8k))]
+        try:
+            pcm = _a2b(delta_b64, strict_mode=True)
+        except ValueError as exc:
+            raise ValueError(f"Realtime audio delta is not valid base64: {exc}") from exc
+        down = self._down
+        if not down._fed:
+            down._note_input(pcm)
+        framer = self._framer
+        # At most (2 pending + (bytes + 1 odd) / 2) / 3 codes, which is <= bytes // 6 + 1.
+        buffer = framer.reserve(len(pcm) // 6 + 1)
+        written = _downsample(pcm, down._x, down._istate, True, buffer, framer.pending)
+        return framer.commit_b64(written)
 
     def flush(self) -> list[str]:
         """Drain the filter so the item's last ~1.3 ms is heard, then pad the last frame.
@@ -86,14 +122,26 @@ class Pcm16Pipeline:
         item's played audio slightly longer than the model's; the filter then starts the
         next item from silence, as a fresh call would.
         """
-        frames = self._framer.push(ulaw_encode(self._down.drain()))
-        frames += self._framer.flush()
-        return [_b64encode(frame) for frame in frames]
+        down, framer = self._down, self._framer
+        frames: list[str] = []
+        if down._fed:
+            zeros = down._drain_bytes()
+            buffer = framer.reserve(len(zeros) // 6 + 1)
+            written = _downsample(zeros, down._x, down._istate, True, buffer, framer.pending)
+            frames = framer.commit_b64(written)
+        down.reset()
+        return frames + framer.flush_b64()
 
     def reset_outbound(self) -> None:
         """Barge-in: nothing of the interrupted item may leak into the next one."""
         self._down.reset()
         self._framer.reset()
+
+    def _grow_inbound(self, n_in: int) -> NDArray[np.int16]:
+        """The inbound output buffer, big enough for `n_in` μ-law bytes (frames are 160)."""
+        self._pcm24k = np.empty(3 * n_in, dtype=np.int16)
+        self._pcm24k_bytes = memoryview(self._pcm24k).cast("B")
+        return self._pcm24k
 
 
 class PcmuPipeline:
@@ -111,13 +159,26 @@ class PcmuPipeline:
         return payload_b64
 
     def outbound(self, delta_b64: str) -> list[str]:
-        """μ-law delta (any size) -> whole 160-byte frames, the remainder kept."""
+        """μ-law delta (any size) -> whole 160-byte frames, the remainder kept.
+
+        A delta of exactly one frame with nothing pending goes out as the very text that came
+        in, if that text is canonical (strict decoding plus its last digit prove it), as
+        re-encoding would only reproduce it. Otherwise frames are encoded straight from the
+        decoded bytes, and only a remainder is copied.
+        """
         ulaw = _b64decode(delta_b64, "Realtime audio delta")
-        return [_b64encode(frame) for frame in self._framer.push(ulaw)]
+        framer = self._framer
+        if (
+            len(ulaw) == FRAME_BYTES
+            and not framer.pending
+            and delta_b64[-3] in _CANONICAL_LAST_DIGITS
+        ):
+            return [delta_b64]
+        return framer.push_b64(ulaw)
 
     def flush(self) -> list[str]:
         """The last partial frame padded with μ-law silence, or []."""
-        return [_b64encode(frame) for frame in self._framer.flush()]
+        return self._framer.flush_b64()
 
     def reset_outbound(self) -> None:
         """Barge-in: drop the framer remainder."""

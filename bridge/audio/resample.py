@@ -9,16 +9,24 @@ One lowpass serves both directions. Telephone audio stops at 3.4 kHz and, after 
 image starts at 8000 − 3400 = 4.6 kHz; going ÷3, anything above 4.6 kHz would alias into the
 telephone band. So a 3.4 → 4.6 kHz transition is enough, and an equiripple design reaches
 65 dB there with 69 taps (23 per phase), about 1.4 ms of delay.
+
+The filter is designed here, once, with `scipy.signal.remez`; the streaming convolution runs
+in the compiled kernels of `bridge.audio._kernels` (float64 sums, so the output is the
+correctly rounded filter output and bit-identical under any chunking).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 from scipy import signal
+
+from bridge.audio import _kernels
+from bridge.audio._kernels import BLOCK, HISTORY, ODD_FLAG, PENDING, TAPS_PER_PHASE
+from bridge.audio.g711 import ULAW_DECODE_TABLE, ULAW_ENCODE_TABLE
 
 __all__ = [
     "HIGH_RATE_HZ",
@@ -48,10 +56,6 @@ NUM_TAPS = 69
 #: every SNR against the ideal signal counts, so 3 keeps both errors far below μ-law's own.
 STOPBAND_WEIGHT = 3.0
 
-_DTYPE = np.float32  # int16 samples are exact in float32; the 23–69 tap sums stay well < 1 LSB
-_INT16_MIN = _DTYPE(-32768)
-_INT16_MAX = _DTYPE(32767)
-
 
 @functools.cache
 def design_lowpass(
@@ -74,22 +78,45 @@ def design_lowpass(
     return taps
 
 
-def _to_int16(values: NDArray[np.float32], out: NDArray[np.int16]) -> NDArray[np.int16]:
-    """Round to nearest and saturate, in place on `values`; filter overshoot must not wrap."""
-    np.rint(values, out=values)
-    values.clip(_INT16_MIN, _INT16_MAX, out=values)  # the method: half the cost of np.clip
-    np.copyto(out, values, casting="unsafe")
-    return out
+def phase_weights(taps: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The 69 taps as the kernels read them: (upsampler, downsampler), each (3, 23).
+
+    Up: row p is phase p's taps for its 23 inputs, oldest first, times 3 (the gain that
+    zero-stuffing takes away). Down: row r, column q is the tap for input 3(m + q) + r of
+    output m's window, which starts 66 samples before output m's triplet.
+    """
+    up = (RATIO * taps).reshape(TAPS_PER_PHASE, RATIO)[::-1].T
+    down = taps[::-1].reshape(TAPS_PER_PHASE, RATIO).T
+    return np.ascontiguousarray(up), np.ascontiguousarray(down)
+
+
+#: The compiled kernels, built once per process at import (see `bridge.audio._kernels`).
+KERNELS = _kernels.build_kernels(
+    *phase_weights(design_lowpass()), ULAW_DECODE_TABLE, ULAW_ENCODE_TABLE
+)
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _as_int16(samples: NDArray[np.integer]) -> NDArray[np.int16]:
+    samples = np.asarray(samples)
+    if samples.dtype != np.int16:
+        # int8/uint8 are fine; anything that might not fit (int32, floats) is refused
+        # rather than wrapped or truncated.
+        samples = samples.astype(np.int16, casting="safe")
+    return samples
 
 
 class _StreamingResampler:
     """What both directions share: byte input with an odd byte carried, drain and reset."""
 
-    #: Input samples per internal block; bounds the scratch buffers for any chunk size.
+    #: Input samples per internal block of the kernel (the state buffers' size).
     block: int
 
     def __init__(self) -> None:
-        self._odd = b""  # half of an int16 sample split across two byte chunks
+        # Kernel state, allocated once and only ever changed in place (the pipeline keeps
+        # references): [ODD_FLAG, ODD_BYTE, PENDING]; see bridge.audio._kernels.
+        self._istate = np.zeros(_kernels.ISTATE_SIZE, dtype=np.int64)
         self._fed = False  # anything since the last reset, so drain() of nothing is nothing
 
     @property
@@ -103,18 +130,14 @@ class _StreamingResampler:
 
     def process(self, samples: NDArray[np.int16]) -> NDArray[np.int16]:
         """Resample the next chunk of int16 samples (any length, even 0) to a new array."""
-        if self._odd:
+        if self._istate[ODD_FLAG]:
             raise ValueError("half a sample is pending from process_bytes(); do not mix the two")
-        return self._process(samples)
+        return self._run(_as_int16(samples).astype("<i2", copy=False).tobytes())
 
     def process_bytes(self, data: bytes | bytearray | memoryview) -> bytes:
         """Resample little-endian PCM16 bytes; an odd trailing byte waits for the next call."""
-        if self._odd:
-            data = self._odd + bytes(data)
-        n = len(data) // 2
-        self._odd = bytes(data[2 * n :])
-        samples = np.frombuffer(data, dtype="<i2", count=n)
-        return self._process(samples).astype("<i2", copy=False).tobytes()
+        out = self._run(data if type(data) is bytes else bytes(data))
+        return out.astype("<i2", copy=False).tobytes()
 
     def drain(self) -> NDArray[np.int16]:
         """Push zeros until every sample given has left the filter, then reset.
@@ -126,18 +149,27 @@ class _StreamingResampler:
         if not self._fed:
             self.reset()
             return np.empty(0, dtype=np.int16)
-        self._odd = b""
-        tail = self._process(np.zeros(self._drain_length(), dtype=np.int16))
+        tail = self._run(self._drain_bytes())
         self.reset()
         return tail
 
     def reset(self) -> None:
         """Forget history, phase and any half sample, as at barge-in."""
-        self._odd = b""
+        self._istate[:] = 0
         self._fed = False
         self._reset_filter()
 
-    def _process(self, samples: NDArray[np.int16]) -> NDArray[np.int16]:
+    def _note_input(self, data: bytes) -> None:
+        """Record that `data` completes at least one sample, for drain()."""
+        if len(data) > 1 or (data and self._istate[ODD_FLAG]):
+            self._fed = True
+
+    def _drain_bytes(self) -> bytes:
+        """The zeros that flush the filter, with any half sample dropped first."""
+        self._istate[ODD_FLAG] = 0
+        return bytes(2 * self._drain_length())
+
+    def _run(self, data: bytes) -> NDArray[np.int16]:
         raise NotImplementedError
 
     def _drain_length(self) -> int:
@@ -150,28 +182,16 @@ class _StreamingResampler:
 class Resampler8kTo24k(_StreamingResampler):
     """8 kHz → 24 kHz for caller audio: 3 outputs per input sample, exactly.
 
-    Polyphase: output 3n + p is phase p's 23 taps dotted with the 23 newest inputs up to n,
-    so each chunk is one matmul of a sliding-window view of the history buffer.
+    Polyphase: output 3n + p is phase p's 23 taps dotted with the 23 newest inputs up to n.
     """
 
-    def __init__(self, block: int = 480) -> None:
+    block = BLOCK
+
+    def __init__(self) -> None:
         super().__init__()
-        taps = design_lowpass()
-        self.block = block
-        self._taps_per_phase = len(taps) // RATIO
-        self._history = self._taps_per_phase - 1
-        # Column p holds phase p's taps, oldest input first; ×3 restores the gain that
-        # zero-stuffing takes away.
-        self._weights = np.ascontiguousarray(
-            (RATIO * taps).reshape(self._taps_per_phase, RATIO)[::-1], dtype=_DTYPE
-        )
-        self._buffer = np.zeros(self._history + block, dtype=_DTYPE)
-        item = self._buffer.itemsize
-        self._windows = as_strided(
-            self._buffer, (block, self._taps_per_phase), (item, item), writeable=False
-        )
-        self._scratch = np.empty((block, RATIO), dtype=_DTYPE)
-        self._delay_samples_24k = (len(taps) - 1) // 2
+        #: The kernel's input history: HISTORY past samples, then room for a block.
+        self._x = np.zeros(HISTORY + BLOCK, dtype=np.float64)
+        self._delay_samples_24k = (NUM_TAPS - 1) // 2
 
     @property
     def group_delay_ms(self) -> float:
@@ -181,28 +201,18 @@ class Resampler8kTo24k(_StreamingResampler):
     def output_count(self, n_in: int) -> int:
         return RATIO * n_in
 
-    def _process(self, samples: NDArray[np.int16]) -> NDArray[np.int16]:
-        n = len(samples)
-        result = np.empty(RATIO * n, dtype=np.int16)
-        if n == 0:
-            return result
-        self._fed = True
-        h, buf = self._history, self._buffer
-        for start in range(0, n, self.block):
-            chunk = samples[start : start + self.block]
-            m = len(chunk)
-            np.copyto(buf[h : h + m], chunk, casting="unsafe")
-            out = self._scratch[:m]
-            np.matmul(self._windows[:m], self._weights, out=out)
-            _to_int16(out.reshape(-1), result[RATIO * start : RATIO * (start + m)])
-            buf[:h] = buf[m : m + h]
-        return result
+    def _run(self, data: bytes) -> NDArray[np.int16]:
+        if not self._fed:
+            self._note_input(data)
+        out = np.empty(RATIO * ((len(data) + int(self._istate[ODD_FLAG])) // 2), dtype=np.int16)
+        KERNELS.upsample(data, False, self._x, self._istate, out)
+        return out
 
     def _drain_length(self) -> int:
-        return self._history
+        return HISTORY
 
     def _reset_filter(self) -> None:
-        self._buffer[: self._history] = 0.0
+        self._x[:HISTORY] = 0.0
 
 
 class Resampler24kTo8k(_StreamingResampler):
@@ -212,28 +222,16 @@ class Resampler24kTo8k(_StreamingResampler):
     the last sample of its triplet arrives, so ⌊total / 3⌋ outputs exist at any moment.
     """
 
-    def __init__(self, block: int = 480) -> None:
+    block = RATIO * BLOCK
+
+    def __init__(self) -> None:
         super().__init__()
-        if block % RATIO:
-            raise ValueError(f"block must be a multiple of {RATIO}, got {block}")
-        taps = design_lowpass()
-        self.block = block
-        self._num_taps = len(taps)
+        #: The kernel's window, de-interleaved: rows 0–2 (phase) by HISTORY past triplets,
+        #: a block of new ones and the one being filled; row 3 is scratch.
+        self._x = np.zeros((RATIO + 1, HISTORY + BLOCK + 1), dtype=np.float64)
         # The first output's window holds num_taps − 3 samples of (silent) history.
-        self._lead = self._num_taps - RATIO
-        self._weights = np.ascontiguousarray(taps[::-1], dtype=_DTYPE)
-        self._buffer = np.zeros(self._num_taps - 1 + block, dtype=_DTYPE)
-        self._fill = self._lead
-        max_out = (len(self._buffer) - self._num_taps) // RATIO + 1
-        item = self._buffer.itemsize
-        self._windows = as_strided(
-            self._buffer, (max_out, self._num_taps), (RATIO * item, item), writeable=False
-        )
-        # The window view overlaps itself, which BLAS cannot read; copying it into a
-        # contiguous matrix first and then one gemv is about twice as fast as without.
-        self._matrix = np.empty((max_out, self._num_taps), dtype=_DTYPE)
-        self._scratch = np.empty(max_out, dtype=_DTYPE)
-        self._delay_samples_24k = (self._num_taps - 1) // 2 - (RATIO - 1)
+        self._lead = NUM_TAPS - RATIO
+        self._delay_samples_24k = (NUM_TAPS - 1) // 2 - (RATIO - 1)
 
     @property
     def group_delay_ms(self) -> float:
@@ -243,45 +241,24 @@ class Resampler24kTo8k(_StreamingResampler):
     @property
     def pending(self) -> int:
         """Input samples (0–2) waiting for the rest of their triplet."""
-        return self._fill - self._lead
+        return int(self._istate[PENDING])
 
     def output_count(self, n_in: int) -> int:
         return (self.pending + n_in) // RATIO
 
-    def _process(self, samples: NDArray[np.int16]) -> NDArray[np.int16]:
-        n = len(samples)
-        result = np.empty(self.output_count(n), dtype=np.int16)
-        if n == 0:
-            return result
-        self._fed = True
-        buf, lead, pos = self._buffer, self._lead, 0
-        for start in range(0, n, self.block):
-            chunk = samples[start : start + self.block]
-            m = len(chunk)
-            fill = self._fill
-            np.copyto(buf[fill : fill + m], chunk, casting="unsafe")
-            fill += m
-            k = (fill - lead) // RATIO
-            if k:
-                matrix, out = self._matrix[:k], self._scratch[:k]
-                np.copyto(matrix, self._windows[:k])
-                np.matmul(matrix, self._weights, out=out)
-                _to_int16(out, result[pos : pos + k])
-                pos += k
-                consumed = RATIO * k
-                buf[: fill - consumed] = buf[consumed:fill]
-                fill -= consumed
-            self._fill = fill
-        return result
+    def _run(self, data: bytes) -> NDArray[np.int16]:
+        if not self._fed:
+            self._note_input(data)
+        n = (len(data) + int(self._istate[ODD_FLAG])) // 2
+        out = np.empty(2 * self.output_count(n), dtype=np.uint8)
+        KERNELS.downsample(data, self._x, self._istate, False, out, 0)
+        samples = out.view("<i2")
+        return samples if _LITTLE_ENDIAN else samples.astype(np.int16)
 
     def _drain_length(self) -> int:
-        # Enough zeros that the history left behind holds no real sample at all.
-        pending = self.pending
-        zeros = self._lead
-        while zeros < self._lead + (pending + zeros) % RATIO:
-            zeros += 1
-        return zeros
+        # Enough zeros that the history left behind holds no real sample at all: the lead,
+        # plus whatever completes the pending triplet.
+        return self._lead + (-self.pending) % RATIO
 
     def _reset_filter(self) -> None:
-        self._buffer[: self._lead] = 0.0
-        self._fill = self._lead
+        self._x[:RATIO, :HISTORY] = 0.0
