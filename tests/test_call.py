@@ -91,7 +91,7 @@ def test_caller_audio_before_upstream_opens_is_sent_after_session_update() -> No
     )
     payload = base64.b64encode(b"\x7f" * 160).decode()
     for _ in range(3):
-        call.on_twilio(tw.Media(SID, payload, "inbound", None), 0.0)
+        call.on_twilio(tw.Media(SID, payload, "inbound"), 0.0)
     assert call.upstream_out == []
     call.upstream_opened(0.1)
     _, upstream, _ = drain(call)

@@ -75,7 +75,7 @@ class OutputItemAdded:
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a microsecond per delta
 class AudioDelta:
     response_id: str
     item_id: str
