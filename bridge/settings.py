@@ -61,7 +61,7 @@ class Settings(BaseSettings):
 
     PERSONA_FILE: str | None = None
 
-    MAX_CONCURRENT_CALLS: int = Field(default=50, ge=1)  # one core: docs/deploy.md
+    MAX_CONCURRENT_CALLS: int = Field(default=100, ge=1)  # half a core: docs/deploy.md
     MAX_CALL_SECONDS: float = Field(default=1800.0, gt=0)
     IDLE_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
     DRAIN_TIMEOUT_SECONDS: float = Field(default=30.0, ge=0)
