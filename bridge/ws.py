@@ -23,9 +23,11 @@ import asyncio
 import contextlib
 import logging
 import socket
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from picows import (
     WSAutoPingStrategy,
@@ -363,6 +365,7 @@ async def open_upstream(
     Raises OSError, TimeoutError or a picows handshake error (a 401 is `WSInvalidStatusError`).
     """
     created: list[UpstreamSocket] = []
+    proxy = proxy_for(url)
 
     def factory() -> UpstreamSocket:
         created.append(UpstreamSocket(max_message_bytes))
@@ -378,6 +381,7 @@ async def open_upstream(
             auto_ping_idle_timeout=ping_interval_s,
             auto_ping_reply_timeout=ping_interval_s,
             max_frame_size=max_message_bytes,
+            proxy=proxy,
             use_aiofastnet=False,
         ),
         timeout_s,
@@ -390,3 +394,19 @@ async def open_upstream(
         # before a stalled upstream shows at all.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
     return listener
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (`HTTPS_PROXY` for wss, `HTTP_PROXY` for ws,
+    `ALL_PROXY`), unless `NO_PROXY` exempts its host or it is loopback (the local engine):
+    egress proxies keep working."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get("https" if parts.scheme == "wss" else "http") or proxies.get("all")
+    if not proxy or host in _LOOPBACK or urllib.request.proxy_bypass(host):
+        return None
+    return proxy

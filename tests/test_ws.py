@@ -11,6 +11,7 @@ import struct
 import httpx
 import pytest
 
+from bridge.ws import proxy_for
 from tests.conftest import LogCapture, wait_until
 from tests.test_bad_input import CALL, appends, bridge_and_fake, media_message, start_message
 
@@ -138,3 +139,34 @@ async def test_websocket_upgrades_elsewhere_are_refused_and_http_routes_still_wo
         async with httpx.AsyncClient() as http:
             assert (await http.get(bridge.base_url + "/healthz")).status_code == 200
         assert bridge.bridge.active_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "wss://api.openai.com/v1/realtime", None),
+        (
+            {"HTTPS_PROXY": "http://proxy:3128"},
+            "wss://api.openai.com/v1/realtime",
+            "http://proxy:3128",
+        ),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "ws://127.0.0.1:9/v1/realtime", None),
+        ({"ALL_PROXY": "socks5://p:1"}, "ws://127.0.0.1:9/v1/realtime", None),
+        ({"ALL_PROXY": "socks5://p:1"}, "wss://example.openai.azure.com/x", "socks5://p:1"),
+        ({"HTTP_PROXY": "http://p:1"}, "ws://model.internal/v1/realtime", "http://p:1"),
+        (
+            {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "openai.com"},
+            "wss://api.openai.com/v1/realtime",
+            None,
+        ),
+    ],
+)
+def test_the_upstream_uses_the_environments_proxy(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected
