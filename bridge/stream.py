@@ -205,10 +205,11 @@ class CallRuntime:
             return  # kept in the outbox: sent after the replay once the new session is up
         out, self.call.upstream_out = self.call.upstream_out, []
         upstream = self.upstream
+        # Read once per flush (usually one append): the buffer only grows when the kernel's
+        # is full, and then every append of this flush goes the same way.
+        slow = upstream.write_buffer_size() > UPSTREAM_AUDIO_BACKLOG_BYTES
         for message in out:
-            if upstream.write_buffer_size() > UPSTREAM_AUDIO_BACKLOG_BYTES and message.startswith(
-                _APPEND_PREFIX
-            ):
+            if slow and message.startswith(_APPEND_PREFIX):
                 stats = self.call.stats
                 stats.frames_dropped += 1
                 metrics.FRAMES_DROPPED.labels(direction="inbound", reason="upstream_slow").inc()
