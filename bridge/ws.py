@@ -83,15 +83,7 @@ class MessageSocket(WSListener):  # type: ignore[misc]
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is _TEXT and frame.fin:
-            try:
-                text = frame.get_payload_as_utf8_text()
-            except UnicodeDecodeError:
-                self._error("text frame is not valid UTF-8")
-                return
-            if self._on_text is not None:
-                self._on_text(text)
-            else:
-                self._enqueue(text)
+            self._deliver(frame.get_payload_as_bytes())
         elif kind is _CLOSE:
             self.close_code = self.close_code or _close_code(frame)
             if not transport.is_close_frame_sent:
@@ -201,8 +193,12 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         if self._fragment_type is _BINARY:
             self._error("binary frame (Media Streams is text only)")
             return
+        self._deliver(payload)
+
+    def _deliver(self, payload: bytes) -> None:
+        """One whole text message: to the handler, or queued until there is one."""
         try:
-            text = payload.decode("utf-8")
+            text = payload.decode()
         except UnicodeDecodeError:
             self._error("text frame is not valid UTF-8")
             return
