@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -182,6 +183,13 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         async with local_engine(wanted and bridge.local_engine_url is None) as engine:
             if engine is not None:
                 bridge.local_engine_url = engine.url
+            # Everything loaded so far (libraries, compiled kernels, personas) lives as long as
+            # the process. Frozen, it is out of the collector's sight: a full collection during
+            # calls then walks only what calls allocate: a full collection at 100 calls paused
+            # the event loop for 148 ms before (an audible gap in every call of the process)
+            # and 4.5 ms with the freeze (gc.callbacks under bench/load.py).
+            gc.collect()
+            gc.freeze()
             try:
                 yield
             finally:
