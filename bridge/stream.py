@@ -167,6 +167,7 @@ class CallRuntime:
         if self.bridge is None:
             self.end("upstream_closed")
             return
+        self.upstream_ready = False  # one reconnect at a time; outboxes wait meanwhile
         task = asyncio.create_task(_reconnect(self, self.bridge), name="reconnect")
         self.helpers.add(task)
         task.add_done_callback(self.helpers.discard)
@@ -383,8 +384,6 @@ async def _serve(rt: CallRuntime) -> None:
     rt.attach_upstream(rt.upstream)
     rt.flush(time.monotonic())
     rt.attach_twilio()  # the messages that arrived meanwhile are fed first
-    if not rt.upstream.open:
-        rt.on_upstream_closed()
     limits = asyncio.create_task(_enforce_limits(rt), name=f"limits:{call.call_sid}")
     rt.helpers.add(limits)
     try:
