@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import quoteattr
 
@@ -31,15 +32,14 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
-from picows import WSUpgradeRequest
 
 from bridge.realtime.upstream import (
     CONNECT_TIMEOUT_S,
     UPSTREAM_MAX_MESSAGE_BYTES,
     UPSTREAM_SOCKET_SNDBUF,
 )
-from bridge.server import WS_MAX_MESSAGE_BYTES, uvicorn_config
-from bridge.ws import ListenerFactory, TwilioSocket, UpstreamSocket, open_upstream
+from bridge.server import uvicorn_config
+from bridge.ws import TwilioSocket, UpstreamSocket, open_upstream
 
 
 class FloorCall:
@@ -145,7 +145,7 @@ def create_app() -> FastAPI:
     return app
 
 
-def listeners(realtime_url: str, audio: str) -> ListenerFactory:
+def streams(realtime_url: str, audio: str) -> Callable[[TwilioSocket], None]:
     calls: set[FloorCall] = set()
 
     def connected(ws: TwilioSocket) -> None:
@@ -153,12 +153,7 @@ def listeners(realtime_url: str, audio: str) -> ListenerFactory:
         calls.add(call)
         ws.closed.add_done_callback(lambda _: calls.discard(call))
 
-    def listener(request: WSUpgradeRequest) -> TwilioSocket | None:
-        if request.path.split(b"?", 1)[0] != b"/media-stream":
-            return None
-        return TwilioSocket(request, WS_MAX_MESSAGE_BYTES, connected)
-
-    return listener
+    return connected
 
 
 def main() -> None:
@@ -168,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     url = os.environ.get("REALTIME_URL", "ws://127.0.0.1:8765/v1/realtime")
     audio = os.environ.get("REALTIME_AUDIO", "pcm16").strip().lower()
-    config = uvicorn_config(create_app(), args.host, args.port, ws=listeners(url, audio))
+    config = uvicorn_config(create_app(), args.host, args.port, on_stream=streams(url, audio))
     uvicorn.Server(config).run()
 
 

@@ -3,7 +3,7 @@
 Routes are thin: they read the request, ask `Bridge` (the process-wide state: settings,
 personas, live calls, draining) and hand the media stream to `stream.py`. The HTTP routes are
 FastAPI; `/media-stream` is served on the same port by picows, to which uvicorn hands every
-WebSocket upgrade (`media_stream_listeners`, wired in `server.uvicorn_config`).
+WebSocket upgrade (`server.uvicorn_config`, `ws.uvicorn_ws_protocol`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
-from picows import WSListener, WSUpgradeRequest
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
@@ -32,7 +31,7 @@ from bridge.settings import Settings
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.stream import CallRuntime, handle_media_stream
 from bridge.tools import unavailable_tools
-from bridge.ws import ListenerFactory, TwilioSocket
+from bridge.ws import TwilioSocket
 
 log = get_logger("voicebridge.app")
 
@@ -115,18 +114,6 @@ class Bridge:
         if self.active_calls == 0:
             self.idle.set()
         metrics.ACTIVE_CALLS.set(self.active_calls)
-
-
-def media_stream_listeners(bridge: Bridge) -> ListenerFactory:
-    """Routes WebSocket upgrades: `/media-stream` (any query) is a call, anything else 404."""
-    from bridge.server import WS_MAX_MESSAGE_BYTES
-
-    def listener(request: WSUpgradeRequest) -> WSListener | None:
-        if request.path.split(b"?", 1)[0] != b"/media-stream":
-            return None
-        return TwilioSocket(request, WS_MAX_MESSAGE_BYTES, bridge.serve_stream)
-
-    return listener
 
 
 def _twiml(body: VoiceResponse) -> Response:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from bridge.logs import get_logger
-from bridge.ws import ListenerFactory, uvicorn_ws_protocol
+from bridge.ws import TwilioSocket, uvicorn_ws_protocol
 
 if TYPE_CHECKING:
     from bridge.app import Bridge
@@ -29,28 +30,26 @@ if TYPE_CHECKING:
 log = get_logger("voicebridge.server")
 
 
-# Twilio's messages are a few hundred bytes: 64 KiB refuses nonsense early (close 1009).
-WS_MAX_MESSAGE_BYTES = 64 * 1024
-
-
 def uvicorn_config(
-    app: ASGIApp, host: str, port: int, ws: ListenerFactory | None = None
+    app: ASGIApp,
+    host: str,
+    port: int,
+    on_stream: Callable[[TwilioSocket], None] | None = None,
 ) -> uvicorn.Config:
     """How the bridge is served, in production, tests and benchmarks alike.
 
     HTTP routes are FastAPI on uvicorn (httptools, uvloop). WebSocket upgrades are handed to
-    picows (`bridge.ws`): `ws` routes them by path, by default to the bridge's media stream
-    (`app.state.bridge`). No access log (a line per call and per health probe), our logging.
+    picows (`bridge.ws.uvicorn_ws_protocol`); each media stream goes to `on_stream`, by default
+    the bridge's (`app.state.bridge`). No access log (a line per call and per health probe),
+    our logging.
     """
-    if ws is None:
-        from bridge.app import media_stream_listeners
-
-        ws = media_stream_listeners(app.state.bridge)  # type: ignore[attr-defined]
+    if on_stream is None:
+        on_stream = app.state.bridge.serve_stream  # type: ignore[attr-defined]
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        ws=uvicorn_ws_protocol(ws, WS_MAX_MESSAGE_BYTES),  # type: ignore[arg-type]
+        ws=uvicorn_ws_protocol(on_stream),  # type: ignore[arg-type]
         log_config=None,
         log_level="warning",
         access_log=False,

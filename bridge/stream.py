@@ -83,7 +83,7 @@ class CallRuntime:
     twilio: TwilioSocket
     upstream: UpstreamSocket
     dialect: Dialect
-    bridge: Bridge | None = None
+    bridge: Bridge
     tools: ToolRunner | None = None
     helpers: set[asyncio.Task[Any]] = field(default_factory=set)  # timers, reconnects
     persona: Persona | None = None
@@ -101,8 +101,7 @@ class CallRuntime:
     first_audio_seen: bool = False
     reported: CallStats = field(default_factory=CallStats)  # what the metrics already have
     protocol_errors: int = 0
-    # Callbacks run in the call's context, so every log line carries its call_sid and tasks
-    # started from them (tools, reconnects) inherit it.
+    # The call's contextvars (its call_sid for the logs); see `attach_upstream`.
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
     def end(self, reason: str) -> None:
@@ -123,13 +122,12 @@ class CallRuntime:
         except (tw.StreamProtocolError, ValueError) as exc:
             self.context.run(self.on_twilio_error, str(exc))
             return
+        try:
+            if call.stats.frames_in % METRICS_EVERY_FRAMES == 0:
+                _sync_metrics(self)
+            self.flush(now)
         except Exception as exc:
             self.context.run(self._failed, exc)
-            return
-        if call.stats.frames_in % METRICS_EVERY_FRAMES == 0:
-            _sync_metrics(self)
-        if call.upstream_out or call.twilio_out or call.effects:
-            self.flush(now)
 
     def on_twilio_error(self, reason: str) -> None:
         self.protocol_errors += 1
@@ -163,9 +161,6 @@ class CallRuntime:
     def on_upstream_closed(self) -> None:
         """The model's socket went away: replace it within the window, or fall back."""
         if self.done.done() or not self.upstream_ready:
-            return
-        if self.bridge is None:
-            self.end("upstream_closed")
             return
         self.upstream_ready = False  # one reconnect at a time; outboxes wait meanwhile
         task = asyncio.create_task(_reconnect(self, self.bridge), name="reconnect")
@@ -407,7 +402,6 @@ async def _serve(rt: CallRuntime) -> None:
             "protocol_error": CLOSE_POLICY_VIOLATION,
             # Twilio continues with the persona's fallback TwiML after </Connect>.
             "upstream_failed": CLOSE_UPSTREAM_FAILED,
-            "upstream_closed": CLOSE_UPSTREAM_FAILED,
         }.get(final, CLOSE_NORMAL)
         if rt.twilio.open:
             with contextlib.suppress(Exception):
@@ -556,7 +550,6 @@ _OUTCOMES = {
     "agent_hangup": "agent_hangup",
     "transferred": "transferred",
     "upstream_failed": "upstream_failed",
-    "upstream_closed": "upstream_failed",
     "timeout": "timeout",
     "max_duration": "timeout",
     "idle": "timeout",

@@ -12,8 +12,8 @@ leave in one syscall), is most of what issue 10 measured.
   (the few messages before Twilio's `start`). Fragmented messages are reassembled up to the
   size cap; binary frames and invalid UTF-8 are reported per message, the socket stays open.
 - `TwilioSocket`: the server end for `/media-stream`, handed the TCP connection by uvicorn
-  after it parsed the upgrade request (`uvicorn_ws_protocol`), so the routes and the media
-  stream share one port as interface.md fixes.
+  after it parsed the upgrade request (`uvicorn_ws_protocol`, which also routes by path), so
+  the routes and the media stream share one port as interface.md fixes.
 - `UpstreamSocket` / `open_upstream`: the client end to the Realtime model.
 """
 
@@ -44,6 +44,9 @@ from picows.picows import WSProtocol
 # picows logs every accepted connection at INFO; calls log themselves.
 logging.getLogger("picows").setLevel(logging.WARNING)
 
+# Twilio's messages are a few hundred bytes: 64 KiB refuses nonsense early (close 1009).
+MEDIA_STREAM_MAX_BYTES = 64 * 1024
+MEDIA_STREAM_PATH = b"/media-stream"
 CLOSE_TIMEOUT_S = 1.0  # how long a closing side waits for the peer's close frame
 PRESTART_QUEUE_LIMIT = 500  # messages kept before a handler is attached (10 s of media)
 
@@ -255,7 +258,6 @@ class TwilioSocket(MessageSocket):
     ) -> None:
         super().__init__(max_message_bytes)
         self._on_connected = on_connected
-        self.path = request.path.decode("latin-1")
         self.headers: Mapping[str, str] = request.headers
 
     def header(self, name: str) -> str | None:
@@ -312,31 +314,34 @@ class _UpgradedProtocol(WSProtocol):  # type: ignore[misc]
             view = view[n:]
 
 
-ListenerFactory = Callable[[WSUpgradeRequest], WSListener | None]
-
-
 def uvicorn_ws_protocol(
-    listener_factory: ListenerFactory, max_frame_bytes: int
+    on_stream: Callable[[TwilioSocket], None],
 ) -> Callable[..., asyncio.BaseProtocol]:
     """What `uvicorn.Config(ws=…)` instantiates for each upgrade request: picows takes over the
-    connection; `listener_factory` routes by path (None answers 404)."""
+    connection. `/media-stream` (any query string) becomes a `TwilioSocket` handed to
+    `on_stream` once its handshake is done; any other path is answered 404."""
     logger = logging.getLogger("picows.server")
+
+    def route(request: WSUpgradeRequest) -> WSListener | None:
+        if request.path.split(b"?", 1)[0] != MEDIA_STREAM_PATH:
+            return None
+        return TwilioSocket(request, MEDIA_STREAM_MAX_BYTES, on_stream)
 
     def protocol(**_uvicorn: Any) -> asyncio.BaseProtocol:
         return _UpgradedProtocol(
             None,  # host:port (client side only)
             None,  # path (client side only)
             False,  # server side
-            listener_factory,
+            route,
             logger,
             True,  # disconnect on a listener exception
             5.0,  # handshake timeout
             False,  # no auto ping: Twilio keeps the line busy with media every 20 ms
-            20.0,
-            20.0,
+            20.0,  # auto-ping idle timeout (unused without auto ping)
+            20.0,  # auto-ping reply timeout (unused without auto ping)
             WSAutoPingStrategy.PING_WHEN_IDLE,
             True,  # answer pings
-            max_frame_bytes,
+            MEDIA_STREAM_MAX_BYTES,  # frame cap; fragments are capped in MessageSocket
             None,  # extra headers
             16 * 1024,  # initial read buffer
         )
@@ -360,16 +365,9 @@ async def open_upstream(
 
     Raises OSError, TimeoutError or a picows handshake error (a 401 is `WSInvalidStatusError`).
     """
-    created: list[UpstreamSocket] = []
-    proxy = proxy_for(url)
-
-    def factory() -> UpstreamSocket:
-        created.append(UpstreamSocket(max_message_bytes))
-        return created[-1]
-
     transport, listener = await asyncio.wait_for(
         ws_connect(
-            factory,
+            lambda: UpstreamSocket(max_message_bytes),
             url,
             extra_headers=dict(headers),
             websocket_handshake_timeout=timeout_s,
@@ -377,7 +375,7 @@ async def open_upstream(
             auto_ping_idle_timeout=ping_interval_s,
             auto_ping_reply_timeout=ping_interval_s,
             max_frame_size=max_message_bytes,
-            proxy=proxy,
+            proxy=proxy_for(url),
             use_aiofastnet=False,
         ),
         timeout_s,

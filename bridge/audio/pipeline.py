@@ -87,10 +87,7 @@ class Pcm16Pipeline:
 
     def inbound(self, payload_b64: str) -> str:
         """Twilio μ-law -> 24 kHz PCM16; caller audio is one continuous signal, never reset."""
-        try:
-            ulaw = _a2b(payload_b64, strict_mode=True)
-        except ValueError as exc:
-            raise ValueError(f"Twilio media payload is not valid base64: {exc}") from exc
+        ulaw = _b64decode(payload_b64, "Twilio media payload")
         pcm = self._pcm24k
         if 3 * len(ulaw) > len(pcm):
             pcm = self._grow_inbound(len(ulaw))
@@ -102,10 +99,7 @@ class Pcm16Pipeline:
 
     def outbound(self, delta_b64: str) -> list[str]:
         """24 kHz PCM16 delta (any size, odd bytes too) -> whole 20 ms μ-law frames."""
-        try:
-            pcm = _a2b(delta_b64, strict_mode=True)
-        except ValueError as exc:
-            raise ValueError(f"Realtime audio delta is not valid base64: {exc}") from exc
+        pcm = _b64decode(delta_b64, "Realtime audio delta")
         down = self._down
         if not down._fed:
             down._note_input(pcm)
