@@ -49,8 +49,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 # Audio queued towards a caller whose side stopped reading (about 30 s of frames and marks):
 # beyond it the call is ended rather than let the process hold it forever.
 TWILIO_WRITE_LIMIT_BYTES = 1024 * 1024
-METRICS_EVERY_FRAMES = 50  # counters are synced about once a second, not per frame
-LIMITS_TICK_S = 0.5  # how often call length and idleness are checked
+LIMITS_TICK_S = 0.5  # how often call length and idleness are checked, and metrics synced
 IDLE_GOODBYE = "I haven't heard from you, so I'll end the call now. Goodbye."
 # An upstream lost mid-call is replaced within this window, or the call falls back.
 RECONNECT_WINDOW_S = 2.0
@@ -123,8 +122,6 @@ class CallRuntime:
             self.context.run(self.on_twilio_error, str(exc))
             return
         try:
-            if call.stats.frames_in % METRICS_EVERY_FRAMES == 0:
-                _sync_metrics(self)
             self.flush(now)
         except Exception as exc:
             self.context.run(self._failed, exc)
@@ -142,7 +139,6 @@ class CallRuntime:
         self.end("caller_hangup")
 
     def on_upstream_text(self, text: str) -> None:
-        received = time.perf_counter()
         now = time.monotonic()
         try:
             event = self.dialect.decode(text)
@@ -151,7 +147,7 @@ class CallRuntime:
             return
         try:
             self.call.on_upstream(event, now)
-            self.flush(now, received)
+            self.flush(now, now)
         except Exception as exc:
             self.context.run(self._failed, exc)
 
@@ -182,16 +178,19 @@ class CallRuntime:
         if call.effects:
             self.context.run(_apply_effects, self, now, received, clear_sent_at)
 
-    def send_twilio(self) -> float:
-        """The Twilio outbox in one write; returns when it left (a barge-in's `clear` is
-        always first in it)."""
-        out, self.call.twilio_out = self.call.twilio_out, []
-        self.twilio.send_batch(out)
-        if self.twilio.write_buffer_size() > TWILIO_WRITE_LIMIT_BYTES:
-            buffered = self.twilio.write_buffer_size()
+    def send_twilio(self) -> float | None:
+        """The Twilio outbox in one write; returns when it left if there are effects to report
+        it to (a barge-in's `clear` is always first in the outbox)."""
+        call = self.call
+        out, call.twilio_out = call.twilio_out, []
+        twilio = self.twilio
+        twilio.send_batch(out)
+        sent_at = time.monotonic() if call.effects else None
+        if twilio.write_buffer_size() > TWILIO_WRITE_LIMIT_BYTES:
+            buffered = twilio.write_buffer_size()
             self.context.run(log.warning, "twilio_not_reading", buffered=buffered)
             self.end("protocol_error")
-        return time.perf_counter()
+        return sent_at
 
     def send_upstream(self) -> None:
         """The upstream outbox. Policy when the upstream is slower than real time: caller
@@ -462,23 +461,26 @@ async def _reconnect(rt: CallRuntime, bridge: Bridge) -> None:
 
 
 async def _enforce_limits(rt: CallRuntime) -> None:
-    """Call length and idleness, checked every half second beside the hot path.
+    """Call length and idleness, checked every half second beside the hot path, where the
+    call's frame counters also reach the metrics.
 
     At the length limit the persona's goodbye is spoken, then the call is hung up. When
     neither side has done anything for the idle time, the persona's reprompt is spoken once;
     if the caller still says nothing for another idle period, a short goodbye and hang-up.
     """
     call, persona = rt.call, rt.persona
-    if rt.tools is None or persona is None:
-        return
     reprompted_at: float | None = None
-    caller = rt.tools.context.caller_number if rt.tools.context is not None else ""
+    tools = rt.tools
+    caller = tools.context.caller_number if tools is not None and tools.context else ""
     while True:
         await asyncio.sleep(LIMITS_TICK_S)
+        _sync_metrics(rt)  # the frame counters, off the hot path
+        if tools is None or persona is None:
+            continue
         now = time.monotonic()
         if now - call.started_at >= rt.max_call_s:
             log.info("call_limit", limit="max_call_seconds", seconds=rt.max_call_s)
-            rt.tools.end_with(
+            tools.end_with(
                 persona.render(persona.limits.goodbye, caller_number=caller), "max_duration"
             )
             return
@@ -501,7 +503,7 @@ async def _enforce_limits(rt: CallRuntime) -> None:
                 rt.flush(now)
             continue
         log.info("call_limit", limit="idle_seconds", seconds=rt.idle_s)
-        rt.tools.end_with(IDLE_GOODBYE, "idle")
+        tools.end_with(IDLE_GOODBYE, "idle")
         return
 
 

@@ -119,8 +119,17 @@ def parse(raw: str | bytes) -> TwilioEvent:
             raise StreamProtocolError("media: 'streamSid' missing or not a string")
         # No SID regex on the hot path: the call compares it with the one `start` validated.
         return Media(sid, payload, str(media.get("track", "inbound")))
-    if event == "mark":
-        return Mark(_str(msg, "streamSid", "mark"), _str(_obj(msg, "mark"), "name", "mark"))
+    if event == "mark":  # an echo for every frame played: inlined, as media
+        mark = msg.get("mark")
+        if not isinstance(mark, dict):
+            raise StreamProtocolError("'mark' message without a 'mark' object")
+        name = mark.get("name")
+        if not isinstance(name, str):
+            raise StreamProtocolError("mark: 'name' missing or not a string")
+        sid = msg.get("streamSid")
+        if not isinstance(sid, str):
+            raise StreamProtocolError("mark: 'streamSid' missing or not a string")
+        return Mark(sid, name)
     if event == "start":
         start = _obj(msg, "start")
         fmt = start.get("mediaFormat") or {}

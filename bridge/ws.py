@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -247,6 +248,12 @@ class MessageSocket(WSListener):  # type: ignore[misc]
             self.transport.disconnect(graceful=False)
 
 
+# Unmasked text frame headers (FIN + text opcode): one byte of length below 126, else 126
+# and 16 bits of length below 65536.
+_SHORT_TEXT_HEADERS = tuple(bytes((0x81, size)) for size in range(126))
+_MEDIUM_TEXT_HEADER = struct.Struct("!BBH")
+
+
 class TwilioSocket(MessageSocket):
     """The server end of one `/media-stream` connection."""
 
@@ -273,16 +280,17 @@ class TwilioSocket(MessageSocket):
         if not self.open or self._closing or self.raw is None:
             return
         parts: list[bytes] = []
+        append = parts.append
         for message in messages:
             payload = message.encode()
             size = len(payload)
             if size < 126:
-                parts.append(bytes((0x81, size)))
+                append(_SHORT_TEXT_HEADERS[size])
             elif size < 65536:
-                parts.append(b"\x81\x7e" + size.to_bytes(2, "big"))
+                append(_MEDIUM_TEXT_HEADER.pack(0x81, 126, size))
             else:
-                parts.append(b"\x81\x7f" + size.to_bytes(8, "big"))
-            parts.append(payload)
+                append(b"\x81\x7f" + size.to_bytes(8, "big"))
+            append(payload)
         self.raw.write(b"".join(parts))
 
 

@@ -167,6 +167,235 @@ def _ulaw_code(sample: int) -> int:
     return code ^ (0x7F if negative else 0xFF)
 
 
+# --- base64 (RFC 4648, the standard alphabet) ----------------------------------------------
+
+_B64_DIGITS = np.frombuffer(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8
+).copy()
+_B64_VALUES = np.full(256, 255, np.uint8)
+_B64_VALUES[_B64_DIGITS] = np.arange(64, dtype=np.uint8)
+_B64_DIGITS.flags.writeable = False
+_B64_VALUES.flags.writeable = False
+_PAD = 61  # "="
+
+
+@numba.njit(inline="always")
+def _b64_decode(text, out):  # type: ignore[no-untyped-def]
+    """Canonically padded base64 `text` (uint8) -> bytes at out[0 …]; returns the count, or
+    -1 for anything else.
+
+    Accepts exactly: whole quads of the 64 digits, the last quad ending in "=" or "==". What
+    `binascii.a2b_base64(strict_mode=True)` also accepts beyond that ("=" after a whole quad,
+    say) is left to it: callers fall back to binascii on -1, which decodes or names the
+    error, so together they accept what binascii accepts and decode it identically (the
+    padding bits of the last digit are ignored, as binascii ignores them).
+    """
+    n = len(text)
+    if n % 4:
+        return -1
+    if n == 0:
+        return 0
+    pads = 0
+    if text[n - 1] == _PAD:
+        pads = 2 if text[n - 2] == _PAD else 1
+    o = 0
+    for q in range(0, n - 4, 4):
+        a = _B64_VALUES[text[q]]
+        b = _B64_VALUES[text[q + 1]]
+        c = _B64_VALUES[text[q + 2]]
+        d = _B64_VALUES[text[q + 3]]
+        if (a | b | c | d) > 63:
+            return -1
+        out[o] = (a << 2) | (b >> 4)
+        out[o + 1] = ((b & 0x0F) << 4) | (c >> 2)
+        out[o + 2] = ((c & 0x03) << 6) | d
+        o += 3
+    q = n - 4
+    a = _B64_VALUES[text[q]]
+    b = _B64_VALUES[text[q + 1]]
+    c = _B64_VALUES[text[q + 2]] if pads < 2 else 0
+    d = _B64_VALUES[text[q + 3]] if pads < 1 else 0
+    if (a | b | c | d) > 63:
+        return -1
+    out[o] = (a << 2) | (b >> 4)
+    if pads < 2:
+        out[o + 1] = ((b & 0x0F) << 4) | (c >> 2)
+    if pads < 1:
+        out[o + 2] = ((c & 0x03) << 6) | d
+    return o + 3 - pads
+
+
+@numba.njit(inline="always")
+def _b64_encode(data, n, out):  # type: ignore[no-untyped-def]
+    """data[:n] (uint8) -> base64 with padding at out[0 …]; returns the count, 4 ⌈n / 3⌉."""
+    o = 0
+    whole = n - n % 3
+    for i in range(0, whole, 3):
+        v = (np.int64(data[i]) << 16) | (np.int64(data[i + 1]) << 8) | np.int64(data[i + 2])
+        out[o] = _B64_DIGITS[v >> 18]
+        out[o + 1] = _B64_DIGITS[(v >> 12) & 63]
+        out[o + 2] = _B64_DIGITS[(v >> 6) & 63]
+        out[o + 3] = _B64_DIGITS[v & 63]
+        o += 4
+    rest = n - whole
+    if rest:
+        v = np.int64(data[whole]) << 16
+        if rest == 2:
+            v |= np.int64(data[whole + 1]) << 8
+        out[o] = _B64_DIGITS[v >> 18]
+        out[o + 1] = _B64_DIGITS[(v >> 12) & 63]
+        out[o + 2] = _B64_DIGITS[(v >> 6) & 63] if rest == 2 else _PAD
+        out[o + 3] = _PAD
+        o += 4
+    return o
+
+
+@numba.njit(inline="always")
+def _upsample(raw, nbytes, ulaw, x, istate, out, w_up, dec):  # type: ignore[no-untyped-def]
+    """μ-law (`ulaw`) or little-endian PCM16 bytes raw[:nbytes] -> 3 int16 samples per input
+    sample.
+
+    Writes out[0 : 3n] for the n whole input samples and returns 3n. x is the input
+    history; PCM16 input may end in half a sample, which waits in istate. w_up and dec are
+    the taps and the μ-law table (constants of the compiled kernels that call this).
+    """
+    b = 0  # next byte of data
+    half = -1  # the sample completed by data[0], if half of it came last time
+    if not ulaw and istate[ODD_FLAG] and nbytes:
+        half = istate[ODD_BYTE] | (np.int64(raw[0]) << 8)
+        istate[ODD_FLAG] = 0
+        b = 1
+    n = nbytes if ulaw else (nbytes - b) // 2 + (half >= 0)
+    w0, w1, w2 = w_up[0], w_up[1], w_up[2]
+    start = 0
+    while start < n:
+        m = min(BLOCK, n - start)
+        if ulaw:
+            src = raw[start : start + m]
+            for i in range(m):
+                x[HISTORY + i] = dec[src[i]]
+        else:
+            i = 0
+            if half >= 0:
+                x[HISTORY] = (half ^ 0x8000) - 0x8000  # sign-extend 16 bits
+                half = -1
+                i = 1
+            src = raw[b : b + 2 * (m - i)]
+            dst = x[HISTORY + i : HISTORY + m]
+            for j in range(m - i):
+                value = np.int64(src[2 * j]) | (np.int64(src[2 * j + 1]) << 8)
+                dst[j] = (value ^ 0x8000) - 0x8000
+            b += 2 * (m - i)
+        o = out[RATIO * start : RATIO * (start + m)]  # a view: indexing from 0 vectorizes
+        for i in range(m):
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(TAPS_PER_PHASE):
+                v = x[i + j]
+                s0 += w0[j] * v
+                s1 += w1[j] * v
+                s2 += w2[j] * v
+            o[RATIO * i] = _round_saturate(s0)
+            o[RATIO * i + 1] = _round_saturate(s1)
+            o[RATIO * i + 2] = _round_saturate(s2)
+        for i in range(HISTORY):
+            x[i] = x[m + i]
+        start += m
+    if b < nbytes and not ulaw:
+        istate[ODD_FLAG] = 1
+        istate[ODD_BYTE] = raw[nbytes - 1]
+    return RATIO * n
+
+
+# x[r, c] is sample 3c + r of the downsampler's window, de-interleaved so that every tap's
+# loop reads contiguous memory: columns 0 … HISTORY − 1 are history, then new triplets;
+# the first istate[PENDING] rows of the last column are a triplet still being filled.
+# Row 3 is scratch for one block's sums.
+
+
+@numba.njit(inline="always")
+def _downsample(raw, nbytes, x, istate, ulaw, out, offset, w_down):  # type: ignore[no-untyped-def]
+    """Little-endian PCM16 bytes raw[:nbytes] -> one output per completed triplet; returns
+    how many.
+
+    Writes μ-law codes (`ulaw`) or little-endian PCM16 bytes at out[offset …]. Output m
+    is the 69-tap filter over the inputs up to the last of its triplet.
+    """
+    b = 0
+    half = -1
+    if istate[ODD_FLAG] and nbytes:
+        half = istate[ODD_BYTE] | (np.int64(raw[0]) << 8)
+        istate[ODD_FLAG] = 0
+        b = 1
+    n = (nbytes - b) // 2 + (half >= 0)
+    y = x[RATIO]
+    pos = istate[PENDING]
+    done = 0
+    start = 0
+    while start < n:
+        m = min(RATIO * BLOCK - pos, n - start)
+        r = pos
+        c = HISTORY
+        todo = m
+        if half >= 0:
+            x[r, c] = (half ^ 0x8000) - 0x8000
+            half = -1
+            todo -= 1
+            r += 1
+            if r == RATIO:
+                r = 0
+                c += 1
+        # The rest from the bytes, one row at a time so each loop is a plain strided
+        # copy: sample s of them lands in row (r + s) % 3, column c + (r + s) // 3.
+        src = raw[b : b + 2 * todo]
+        for phase in range(RATIO):
+            first = (phase - r) % RATIO
+            dst = x[phase, c + (r + first) // RATIO :]
+            for j in range((todo - first + RATIO - 1) // RATIO):
+                s = 2 * (first + RATIO * j)
+                value = np.int64(src[s]) | (np.int64(src[s + 1]) << 8)
+                dst[j] = (value ^ 0x8000) - 0x8000
+        b += 2 * todo
+        c += (r + todo) // RATIO
+        r = (r + todo) % RATIO
+        k = c - HISTORY  # triplets completed, one output each
+        # One pass per phase row (all three in one loop are too big for LLVM to unroll
+        # and vectorize): y = (s0 + s1) + s2, each s a 23-tap sum in tap order.
+        for phase in range(RATIO):
+            w = w_down[phase]
+            xp = x[phase]
+            for i in range(k):
+                s = 0.0
+                for q in range(TAPS_PER_PHASE):
+                    s += w[q] * xp[i + q]
+                if phase == 0:
+                    y[i] = s
+                else:
+                    y[i] += s
+        if ulaw:
+            o = out[offset + done : offset + done + k]
+            for i in range(k):
+                o[i] = _ulaw_code(np.int64(_round_saturate(y[i])))
+        else:
+            o = out[offset + 2 * done : offset + 2 * (done + k)]
+            for i in range(k):
+                value = np.int64(_round_saturate(y[i]))
+                o[2 * i] = value & 0xFF
+                o[2 * i + 1] = (value >> 8) & 0xFF
+        for phase in range(RATIO):  # keep the history and the column being filled
+            for j in range(TAPS_PER_PHASE):
+                x[phase, j] = x[phase, k + j]
+        done += k
+        pos = r
+        start += m
+    istate[PENDING] = pos
+    if b < nbytes:
+        istate[ODD_FLAG] = 1
+        istate[ODD_BYTE] = raw[nbytes - 1]
+    return done
+
+
 class Kernels(NamedTuple):
     """The compiled kernels for one filter design (see `build_kernels`)."""
 
@@ -176,6 +405,12 @@ class Kernels(NamedTuple):
     #: (data: bytes, x: float64[4, HISTORY + BLOCK + 1], istate: int64[ISTATE_SIZE],
     #: ulaw: bool, out: uint8[…], offset: int) -> samples written.
     downsample: Callable[..., int]
+    #: (text: bytes, x, istate, pcm: int16[≥ 3 × bytes], work: uint8[≥ 15 × bytes]) -> base64
+    #: characters written at work[0 …], or -1 if `text` is not canonical base64.
+    upsample_b64: Callable[..., int]
+    #: (text: bytes, x, istate, work: uint8[≥ ¾ len(text)], out: uint8[…], offset: int) ->
+    #: μ-law codes written, or -1 if `text` is not canonical base64.
+    downsample_b64: Callable[..., int]
 
 
 def build_kernels(
@@ -202,146 +437,37 @@ def build_kernels(
         array.flags.writeable = False
 
     def upsample(data, ulaw, x, istate, out):  # type: ignore[no-untyped-def]
-        """μ-law (`ulaw`) or little-endian PCM16 bytes -> 3 int16 samples per input sample.
-
-        Writes out[0 : 3n] for the n whole input samples and returns 3n. x is the input
-        history; PCM16 input may end in half a sample, which waits in istate.
-        """
-        nbytes = len(data)
-        raw = np.frombuffer(data, np.uint8)
-        b = 0  # next byte of data
-        half = -1  # the sample completed by data[0], if half of it came last time
-        if not ulaw and istate[ODD_FLAG] and nbytes:
-            half = istate[ODD_BYTE] | (np.int64(raw[0]) << 8)
-            istate[ODD_FLAG] = 0
-            b = 1
-        n = nbytes if ulaw else (nbytes - b) // 2 + (half >= 0)
-        w0, w1, w2 = w_up[0], w_up[1], w_up[2]
-        start = 0
-        while start < n:
-            m = min(BLOCK, n - start)
-            if ulaw:
-                src = raw[start : start + m]
-                for i in range(m):
-                    x[HISTORY + i] = dec[src[i]]
-            else:
-                i = 0
-                if half >= 0:
-                    x[HISTORY] = (half ^ 0x8000) - 0x8000  # sign-extend 16 bits
-                    half = -1
-                    i = 1
-                src = raw[b : b + 2 * (m - i)]
-                dst = x[HISTORY + i : HISTORY + m]
-                for j in range(m - i):
-                    value = np.int64(src[2 * j]) | (np.int64(src[2 * j + 1]) << 8)
-                    dst[j] = (value ^ 0x8000) - 0x8000
-                b += 2 * (m - i)
-            o = out[RATIO * start : RATIO * (start + m)]  # a view: indexing from 0 vectorizes
-            for i in range(m):
-                s0 = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                for j in range(TAPS_PER_PHASE):
-                    v = x[i + j]
-                    s0 += w0[j] * v
-                    s1 += w1[j] * v
-                    s2 += w2[j] * v
-                o[RATIO * i] = _round_saturate(s0)
-                o[RATIO * i + 1] = _round_saturate(s1)
-                o[RATIO * i + 2] = _round_saturate(s2)
-            for i in range(HISTORY):
-                x[i] = x[m + i]
-            start += m
-        if b < nbytes and not ulaw:
-            istate[ODD_FLAG] = 1
-            istate[ODD_BYTE] = raw[nbytes - 1]
-        return RATIO * n
-
-    # x[r, c] is sample 3c + r of the downsampler's window, de-interleaved so that every tap's
-    # loop reads contiguous memory: columns 0 … HISTORY − 1 are history, then new triplets;
-    # the first istate[PENDING] rows of the last column are a triplet still being filled.
-    # Row 3 is scratch for one block's sums.
+        return _upsample(np.frombuffer(data, np.uint8), len(data), ulaw, x, istate, out, w_up, dec)
 
     def downsample(data, x, istate, ulaw, out, offset):  # type: ignore[no-untyped-def]
-        """Little-endian PCM16 bytes -> one output per completed triplet; returns how many.
-
-        Writes μ-law codes (`ulaw`) or little-endian PCM16 bytes at out[offset …]. Output m
-        is the 69-tap filter over the inputs up to the last of its triplet.
-        """
-        nbytes = len(data)
         raw = np.frombuffer(data, np.uint8)
-        b = 0
-        half = -1
-        if istate[ODD_FLAG] and nbytes:
-            half = istate[ODD_BYTE] | (np.int64(raw[0]) << 8)
-            istate[ODD_FLAG] = 0
-            b = 1
-        n = (nbytes - b) // 2 + (half >= 0)
-        y = x[RATIO]
-        pos = istate[PENDING]
-        done = 0
-        start = 0
-        while start < n:
-            m = min(RATIO * BLOCK - pos, n - start)
-            r = pos
-            c = HISTORY
-            todo = m
-            if half >= 0:
-                x[r, c] = (half ^ 0x8000) - 0x8000
-                half = -1
-                todo -= 1
-                r += 1
-                if r == RATIO:
-                    r = 0
-                    c += 1
-            # The rest from the bytes, one row at a time so each loop is a plain strided
-            # copy: sample s of them lands in row (r + s) % 3, column c + (r + s) // 3.
-            src = raw[b : b + 2 * todo]
-            for phase in range(RATIO):
-                first = (phase - r) % RATIO
-                dst = x[phase, c + (r + first) // RATIO :]
-                for j in range((todo - first + RATIO - 1) // RATIO):
-                    s = 2 * (first + RATIO * j)
-                    value = np.int64(src[s]) | (np.int64(src[s + 1]) << 8)
-                    dst[j] = (value ^ 0x8000) - 0x8000
-            b += 2 * todo
-            c += (r + todo) // RATIO
-            r = (r + todo) % RATIO
-            k = c - HISTORY  # triplets completed, one output each
-            # One pass per phase row (all three in one loop are too big for LLVM to unroll
-            # and vectorize): y = (s0 + s1) + s2, each s a 23-tap sum in tap order.
-            for phase in range(RATIO):
-                w = w_down[phase]
-                xp = x[phase]
-                for i in range(k):
-                    s = 0.0
-                    for q in range(TAPS_PER_PHASE):
-                        s += w[q] * xp[i + q]
-                    if phase == 0:
-                        y[i] = s
-                    else:
-                        y[i] += s
-            if ulaw:
-                o = out[offset + done : offset + done + k]
-                for i in range(k):
-                    o[i] = _ulaw_code(np.int64(_round_saturate(y[i])))
-            else:
-                o = out[offset + 2 * done : offset + 2 * (done + k)]
-                for i in range(k):
-                    value = np.int64(_round_saturate(y[i]))
-                    o[2 * i] = value & 0xFF
-                    o[2 * i + 1] = (value >> 8) & 0xFF
-            for phase in range(RATIO):  # keep the history and the column being filled
-                for j in range(TAPS_PER_PHASE):
-                    x[phase, j] = x[phase, k + j]
-            done += k
-            pos = r
-            start += m
-        istate[PENDING] = pos
-        if b < nbytes:
-            istate[ODD_FLAG] = 1
-            istate[ODD_BYTE] = raw[nbytes - 1]
-        return done
+        return _downsample(raw, len(data), x, istate, ulaw, out, offset, w_down)
+
+    def upsample_b64(text, x, istate, pcm, work):  # type: ignore[no-untyped-def]
+        """Base64 μ-law `text` -> 24 kHz PCM16 as base64 at work[0 : returned], or -1 when
+        `text` is not canonical base64 (see `_b64_decode`). `work` must hold 15 bytes per
+        μ-law byte (text, PCM bytes, μ-law) and `pcm` 3 samples per μ-law byte."""
+        raw = np.frombuffer(text, np.uint8)
+        cap = len(raw) // 4 * 3
+        ulaw = work[14 * cap :]
+        n = _b64_decode(raw, ulaw)
+        if n < 0:
+            return -1
+        count = _upsample(ulaw, n, True, x, istate, pcm, w_up, dec)
+        wire = work[8 * cap : 14 * cap]  # little-endian PCM16, as the Realtime API takes it
+        for i in range(count):
+            value = np.int64(pcm[i])
+            wire[2 * i] = value & 0xFF
+            wire[2 * i + 1] = (value >> 8) & 0xFF
+        return _b64_encode(wire, 2 * count, work)
+
+    def downsample_b64(text, x, istate, work, out, offset):  # type: ignore[no-untyped-def]
+        """Base64 PCM16 `text` -> μ-law codes at out[offset …]; returns how many, or -1 when
+        `text` is not canonical base64. `work` holds the decoded bytes (¾ of the text)."""
+        n = _b64_decode(np.frombuffer(text, np.uint8), work)
+        if n < 0:
+            return -1
+        return _downsample(work, n, x, istate, True, out, offset, w_down)
 
     data_t = types.Bytes(types.uint8, 1, "C", readonly=True)
     istate_t = types.Array(types.int64, 1, "C")
@@ -366,6 +492,31 @@ def build_kernels(
                     types.Array(types.float64, 2, "C"),
                     istate_t,
                     types.boolean,
+                    types.Array(types.uint8, 1, "C"),
+                    types.int64,
+                )
+            ],
+        ),
+        upsample_b64=compile_cached(
+            upsample_b64,
+            [
+                types.int64(
+                    data_t,
+                    types.Array(types.float64, 1, "C"),
+                    istate_t,
+                    types.Array(types.int16, 1, "C"),
+                    types.Array(types.uint8, 1, "C"),
+                )
+            ],
+        ),
+        downsample_b64=compile_cached(
+            downsample_b64,
+            [
+                types.int64(
+                    data_t,
+                    types.Array(types.float64, 2, "C"),
+                    istate_t,
+                    types.Array(types.uint8, 1, "C"),
                     types.Array(types.uint8, 1, "C"),
                     types.int64,
                 )

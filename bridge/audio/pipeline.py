@@ -12,12 +12,14 @@ kernels writing into buffers allocated once per call; the base64 text is the onl
 from __future__ import annotations
 
 import binascii
+import codecs
 import sys
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
+from bridge.audio._kernels import ODD_FLAG
 from bridge.audio.framer import FRAME_BYTES, Framer
 from bridge.audio.resample import KERNELS, Resampler8kTo24k, Resampler24kTo8k
 
@@ -50,8 +52,11 @@ class AudioPipeline(Protocol):
 
 _a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
+_ascii = codecs.ascii_decode
 _upsample = KERNELS.upsample
 _downsample = KERNELS.downsample
+_upsample_b64 = KERNELS.upsample_b64
+_downsample_b64 = KERNELS.downsample_b64
 _LITTLE_ENDIAN = sys.byteorder == "little"
 #: The base64 digits worth a multiple of 16 (4 low bits zero). 160 bytes = 3 × 53 + 1, so
 #: their text ends in a digit carrying the last byte's 2 low bits, then 4 padding bits, then
@@ -83,10 +88,30 @@ class Pcm16Pipeline:
         self._up = Resampler8kTo24k()
         self._down = Resampler24kTo8k()
         self._framer = Framer()
-        self._grow_inbound(FRAME_BYTES)
+        self._grow_inbound(FRAME_BYTES + 2)  # 216 base64 characters hold 162 bytes
+        self._outbound_chars = 4 * FRAME_BYTES * 2  # 20 ms at 24 kHz is 1280 characters
+        self._pcm_work = np.empty(self._outbound_chars // 4 * 3, dtype=np.uint8)
 
     def inbound(self, payload_b64: str) -> str:
-        """Twilio μ-law -> 24 kHz PCM16; caller audio is one continuous signal, never reset."""
+        """Twilio μ-law -> 24 kHz PCM16; caller audio is one continuous signal, never reset.
+
+        One kernel call decodes the base64, resamples and encodes the result; text that is
+        not canonical base64 (or not ASCII) takes the binascii path, which decodes what
+        strict base64 allows and names the error otherwise.
+        """
+        try:
+            text = payload_b64.encode("ascii")
+        except UnicodeEncodeError:
+            return self._inbound_binascii(payload_b64)
+        if len(text) > self._inbound_chars:
+            self._grow_inbound(len(text) // 4 * 3 + 3)
+        up = self._up
+        chars = _upsample_b64(text, up._x, up._istate, self._pcm24k, self._work)
+        if chars < 0:
+            return self._inbound_binascii(payload_b64)
+        return _ascii(self._work_view[:chars])[0]
+
+    def _inbound_binascii(self, payload_b64: str) -> str:
         ulaw = _b64decode(payload_b64, "Twilio media payload")
         pcm = self._pcm24k
         if 3 * len(ulaw) > len(pcm):
@@ -98,13 +123,39 @@ class Pcm16Pipeline:
         return _b64encode(pcm[:count].astype("<i2").tobytes())
 
     def outbound(self, delta_b64: str) -> list[str]:
-        """24 kHz PCM16 delta (any size, odd bytes too) -> whole 20 ms μ-law frames."""
+        """24 kHz PCM16 delta (any size, odd bytes too) -> whole 20 ms μ-law frames.
+
+        Decoding, resampling and μ-law encoding are one kernel call, writing straight into
+        the framer's buffer; non-canonical base64 takes the binascii path, as inbound.
+        """
+        try:
+            text = delta_b64.encode("ascii")
+        except UnicodeEncodeError:
+            return self._outbound_binascii(delta_b64)
+        if len(text) > self._outbound_chars:
+            self._outbound_chars = len(text)
+            self._pcm_work = np.empty(len(text) // 4 * 3, dtype=np.uint8)
+        down = self._down
+        fed, odd = down._fed, down._istate[ODD_FLAG]
+        framer = self._framer
+        # At most (2 pending + (bytes + 1 odd) / 2) / 3 codes, which is <= bytes // 6 + 1.
+        buffer = framer.reserve(len(text) // 8 + 1)
+        written = _downsample_b64(
+            text, down._x, down._istate, self._pcm_work, buffer, framer.pending
+        )
+        if written < 0:
+            return self._outbound_binascii(delta_b64)
+        if not fed:
+            decoded = len(text) // 4 * 3 - (text[-2:].count(b"=") if text else 0)
+            down._fed = decoded > 1 or (decoded == 1 and bool(odd))
+        return framer.commit_b64(written)
+
+    def _outbound_binascii(self, delta_b64: str) -> list[str]:
         pcm = _b64decode(delta_b64, "Realtime audio delta")
         down = self._down
         if not down._fed:
             down._note_input(pcm)
         framer = self._framer
-        # At most (2 pending + (bytes + 1 odd) / 2) / 3 codes, which is <= bytes // 6 + 1.
         buffer = framer.reserve(len(pcm) // 6 + 1)
         written = _downsample(pcm, down._x, down._istate, True, buffer, framer.pending)
         return framer.commit_b64(written)
@@ -132,9 +183,13 @@ class Pcm16Pipeline:
         self._framer.reset()
 
     def _grow_inbound(self, n_in: int) -> NDArray[np.int16]:
-        """The inbound output buffer, big enough for `n_in` μ-law bytes (frames are 160)."""
+        """The inbound buffers, big enough for `n_in` μ-law bytes (frames are 160): the
+        24 kHz samples, and the kernel's work buffer (`_kernels.build_kernels`)."""
+        self._inbound_chars = n_in // 3 * 4
         self._pcm24k = np.empty(3 * n_in, dtype=np.int16)
         self._pcm24k_bytes = memoryview(self._pcm24k).cast("B")
+        self._work = np.empty(15 * n_in, dtype=np.uint8)
+        self._work_view = memoryview(self._work)
         return self._pcm24k
 
 

@@ -183,17 +183,18 @@ class Dialect:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(f"malformed JSON from upstream: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(kind, str):
             raise UpstreamProtocolError("upstream message without a 'type'")
-        decoder = self._decoders.get(data["type"])
+        decoder = self._decoders.get(kind)
         if decoder is None:
-            return ev.Ignored(data["type"])
+            return ev.Ignored(kind)
         try:
             return decoder(data)
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, UpstreamProtocolError):
                 raise
-            raise UpstreamProtocolError(f"{data['type']}: {exc}") from None
+            raise UpstreamProtocolError(f"{kind}: {exc}") from None
 
     # Bridge → server ---------------------------------------------------------------------
 

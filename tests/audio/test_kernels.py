@@ -30,6 +30,7 @@ from bridge.audio import (
     ulaw_encode,
 )
 from bridge.audio import _kernels as kernels
+from bridge.audio.pipeline import Pcm16Pipeline
 from bridge.audio.resample import KERNELS
 from tests.audio.reference import (
     NumpyPcm16Pipeline,
@@ -330,6 +331,106 @@ def test_pcm16_inbound_saturates_overshoot_instead_of_wrapping() -> None:
 
 
 def test_kernels_are_compiled_at_import_for_their_one_signature() -> None:
-    assert len(KERNELS.upsample.signatures) == 1
-    assert len(KERNELS.downsample.signatures) == 1
-    assert not KERNELS.upsample._can_compile  # explicit signatures: never compiled lazily
+    for kernel in KERNELS:
+        assert len(kernel.signatures) == 1
+        assert not kernel._can_compile  # explicit signatures: never compiled lazily
+
+
+# --- base64 inside the kernels ----------------------------------------------------------------
+
+B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def outcome(fn, text: str) -> object:  # type: ignore[no-untyped-def]
+    try:
+        return fn(text)
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_kernels_give_the_binascii_path_output_over_any_chunking(seed: int) -> None:
+    """Base64 decode, resample and encode in one kernel call: the same text, frame for frame,
+    as binascii around the plain kernels, for deltas of any size (odd bytes, all paddings)."""
+    rng = np.random.default_rng(seed)
+    caller = ulaw_encode(noise(8000 * 3, 20 + seed, scale=6000))
+    model = noise(24000 * 3, 30 + seed, scale=6000).tobytes()
+    fused, plain = Pcm16Pipeline(), Pcm16Pipeline()
+    for start, stop in random_spans(len(caller), rng, 700):
+        text = base64.b64encode(caller[start:stop]).decode()
+        assert fused.inbound(text) == plain._inbound_binascii(text)
+    frames_fused: list[str] = []
+    frames_plain: list[str] = []
+    for start, stop in random_spans(len(model), rng, 5000):
+        text = base64.b64encode(model[start:stop]).decode()
+        frames_fused += fused.outbound(text)
+        frames_plain += plain._outbound_binascii(text)
+    assert frames_fused == frames_plain and len(frames_fused) > 100
+    assert fused.flush() == plain.flush() and fused._down._fed == plain._down._fed
+
+
+def test_fused_kernels_track_whether_anything_was_fed_as_the_plain_path() -> None:
+    for data in (b"", b"\x01", b"\x01\x02", b"\x01\x02\x03"):
+        fused, plain = Pcm16Pipeline(), Pcm16Pipeline()
+        text = base64.b64encode(data).decode()
+        fused.outbound(text)
+        plain._outbound_binascii(text)
+        assert fused._down._fed == plain._down._fed, data
+        assert fused.flush() == plain.flush()
+
+
+def base64_like(rng: np.random.Generator) -> str:
+    """Text near base64: valid encodings with a character or the padding disturbed."""
+    data = rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8).tobytes()
+    text = list(base64.b64encode(data).decode())
+    for _ in range(int(rng.integers(0, 3))):
+        choice = rng.integers(0, 4)
+        position = int(rng.integers(0, len(text) + 1))
+        char = str(rng.choice(list(B64_ALPHABET + "==== \n-_.é")))
+        if choice == 0 or not text:
+            text.insert(position, char)
+        elif choice == 1:
+            text[min(position, len(text) - 1)] = char
+        elif choice == 2:
+            del text[min(position, len(text) - 1)]
+        else:
+            text.append("=")
+    return "".join(text)
+
+
+def test_base64_acceptance_and_errors_are_exactly_binascii_strict() -> None:
+    """Whatever the kernel accepts, binascii accepts with the same bytes; what it refuses
+    goes to binascii, which decodes it or names the error: the pipeline's answer for any text
+    is the binascii path's."""
+    rng = np.random.default_rng(7)
+    cases = [base64_like(rng) for _ in range(4000)]
+    cases += ["", "=", "==", "A===", "AA==", "AAA=", "AAAA=", "AAAA==", "AA=A", "AAAA====", "QR=="]
+    accepted = refused = 0
+    for text in cases:
+        for direction in ("in", "out"):
+            fused, plain = Pcm16Pipeline(), Pcm16Pipeline()
+            fn = fused.inbound if direction == "in" else fused.outbound
+            ref = plain._inbound_binascii if direction == "in" else plain._outbound_binascii
+            got, want = outcome(fn, text), outcome(ref, text)
+            assert got == want, (direction, text)
+            if isinstance(want, tuple):
+                refused += 1
+            else:
+                accepted += 1
+    assert accepted > 2000 and refused > 2000  # both sides of the line are exercised
+
+
+def test_the_kernel_decoder_takes_canonical_text_and_leaves_the_rest_to_binascii() -> None:
+    """`-1` from the kernel for non-canonical text that binascii still decodes, so such text
+    is decoded by binascii; canonical text never takes that path."""
+    x = np.zeros((4, kernels.HISTORY + kernels.BLOCK + 1))
+    work = np.zeros(64, dtype=np.uint8)
+    out = np.zeros(64, dtype=np.uint8)
+    for text in (b"AAAA=", b"AA=A", b"AAA", b"AAAA AAAA", b"-_AA"):
+        state = np.zeros(kernels.ISTATE_SIZE, dtype=np.int64)
+        assert KERNELS.downsample_b64(text, x, state, work, out, 0) == -1
+    for data in (b"", b"\x00\x01", b"\x00\x01\x02\x03", bytes(range(12))):
+        state = np.zeros(kernels.ISTATE_SIZE, dtype=np.int64)
+        text = base64.b64encode(data)
+        assert KERNELS.downsample_b64(text, x, state, work, out, 0) == len(data) // 6
+        assert bytes(work[: len(data)]) == data
