@@ -585,7 +585,4 @@ def heard_part(text: str, played_ms: float, audio_ms: float) -> str:
 def _b64_len(data: str) -> int:
     """Decoded length of base64 text, without decoding it."""
     n = len(data)
-    if n == 0:
-        return 0
-    pad = 2 if data.endswith("==") else 1 if data.endswith("=") else 0
-    return n * 3 // 4 - pad
+    return n * 3 // 4 - data.count("=", n - 2) if n else 0

@@ -104,30 +104,31 @@ def parse(raw: str | bytes) -> TwilioEvent:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise StreamProtocolError(f"malformed JSON: {exc}") from None
-    if not isinstance(msg, dict):
+    if type(msg) is not dict:  # orjson gives exactly dict for a JSON object
         raise StreamProtocolError("message is not a JSON object")
     event = msg.get("event")
-    if event == "media":
+    if event == "media":  # 50 a second per call: one pass of plain checks
         media = msg.get("media")
-        if not isinstance(media, dict):
+        if type(media) is not dict:
             raise StreamProtocolError("'media' message without a 'media' object")
         payload = media.get("payload")
-        if not isinstance(payload, str):
+        if type(payload) is not str:
             raise StreamProtocolError("media: 'payload' missing or not a string")
         sid = msg.get("streamSid")
-        if not isinstance(sid, str):
+        if type(sid) is not str:
             raise StreamProtocolError("media: 'streamSid' missing or not a string")
+        track = media.get("track", "inbound")
         # No SID regex on the hot path: the call compares it with the one `start` validated.
-        return Media(sid, payload, str(media.get("track", "inbound")))
+        return Media(sid, payload, track if type(track) is str else str(track))
     if event == "mark":  # an echo for every frame played: inlined, as media
         mark = msg.get("mark")
-        if not isinstance(mark, dict):
+        if type(mark) is not dict:
             raise StreamProtocolError("'mark' message without a 'mark' object")
         name = mark.get("name")
-        if not isinstance(name, str):
+        if type(name) is not str:
             raise StreamProtocolError("mark: 'name' missing or not a string")
         sid = msg.get("streamSid")
-        if not isinstance(sid, str):
+        if type(sid) is not str:
             raise StreamProtocolError("mark: 'streamSid' missing or not a string")
         return Mark(sid, name)
     if event == "start":

@@ -136,7 +136,8 @@ class Pcm16Pipeline:
             self._outbound_chars = len(text)
             self._pcm_work = np.empty(len(text) // 4 * 3, dtype=np.uint8)
         down = self._down
-        fed, odd = down._fed, down._istate[ODD_FLAG]
+        fed = down._fed
+        odd = fed or down._istate[ODD_FLAG]  # only needed while nothing was fed
         framer = self._framer
         # At most (2 pending + (bytes + 1 odd) / 2) / 3 codes, which is <= bytes // 6 + 1.
         buffer = framer.reserve(len(text) // 8 + 1)
