@@ -24,9 +24,13 @@ the step is INVALID: the load, not the bridge, lagged.
     .venv/bin/python bench/load.py                     # full: N = 50, 100, 200, … per mode
     .venv/bin/python bench/load.py --soak 600 --calls 100
     .venv/bin/python bench/load.py --calls 100 --modes pcm16 --targets bridge --profile
+    .venv/bin/python bench/load.py --calls 100 --repeat 5  # median bridge/floor ratio
 
 The machine is shared: each row shows the 1-minute load average before the step and the CPU
 cores that other work took during it (`others`); repeat a run where `others` is well above 0.
+Even on a quiet machine one step's CPU figure varies by about ±15 % from run to run, so a
+single bridge/floor ratio is one sample: `--repeat K` runs K alternating pairs per N and
+reports their median.
 A step whose server used ≥ 90 % of its one core is SATURATED: its event loop could not keep
 up, so its latencies are queueing and its CPU per call-second is not a real-time figure.
 """
@@ -220,6 +224,7 @@ class Step:
     target: str
     mode: str
     calls: int
+    repeat: int = 0  # which of --repeat's bridge/floor pairs
     connected: int = 0
     seconds: float = 0.0
     cpu_ms: float = math.nan
@@ -566,16 +571,26 @@ def summary(steps: list[Step]) -> list[str]:
     for (target, mode), group in sorted(groups.items()):
         lines.append(f"  {target:<7}{mode:<6} {_f(rss_slope(group), 3)}")
     lines.append("bridge/floor CPU per call-second:")
+    ratios: dict[tuple[str, int], list[float]] = defaultdict(list)
     for mode in sorted({s.mode for s in steps}):
-        floors = {s.calls: s for s in groups.get(("floor", mode), [])}
+        floors = {(s.calls, s.repeat): s for s in groups.get(("floor", mode), [])}
         for s in groups.get(("bridge", mode), []):
-            f = floors.get(s.calls)
+            f = floors.get((s.calls, s.repeat))
             if f is not None and f.cpu_ms > 0:
                 note = " (SATURATED: not a real-time figure)" if s.saturated or f.saturated else ""
+                ratios[mode, s.calls].append(s.cpu_ms / f.cpu_ms)
                 lines.append(
                     f"  {mode:<6}N={s.calls:<4} {s.cpu_ms:.2f} / {f.cpu_ms:.2f} = "
                     f"{s.cpu_ms / f.cpu_ms:.2f}  (target ≤ {TARGET_RATIO}){note}"
                 )
+    for (mode, calls), values in ratios.items():
+        if len(values) > 1:
+            median = float(np.median(values))
+            lines.append(
+                f"  {mode:<6}N={calls:<4} median of {len(values)} pairs {median:.2f} "
+                f"(range {min(values):.2f}–{max(values):.2f}): "
+                f"{'pass' if median <= TARGET_RATIO else 'FAIL'}"
+            )
     lines.append("targets (issue 10):")
     for s in groups.get(("bridge", "pcm16"), []) + groups.get(("bridge", "pcmu"), []):
         checks = [
@@ -733,6 +748,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--soak", type=float, metavar="SECONDS", help="one bridge step at --calls N, leak check"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run each N K times, bridge and floor alternating; report the median ratio",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the server in each step")
     parser.add_argument("--json", metavar="FILE", help="also write every step as JSON")
     parser.add_argument("--keep", metavar="DIR", help="keep raw measurements and logs here")
@@ -766,11 +788,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"(stopping: --max-seconds {opts.max_seconds:g} reached)")
                     break
                 stop = False
-                for target in targets:
+                # Bridge and floor alternate, so that drift in the machine's load spreads
+                # over both sides of each ratio.
+                for target, repeat in [(t, r) for r in range(opts.repeat) for t in targets]:
                     if target == "floor" and n not in opts.floor_calls:
                         continue
                     profile = work / f"profile-{target}-{mode}-{n}.txt" if opts.profile else None
                     step = run_step(target, mode, n, opts, work, profile)
+                    step.repeat = repeat
                     steps.append(step)
                     print(row(step), flush=True)
                     if profile is not None:
