@@ -469,57 +469,19 @@ def build_kernels(
             return -1
         return _downsample(work, n, x, istate, True, out, offset, w_down)
 
-    data_t = types.Bytes(types.uint8, 1, "C", readonly=True)
-    istate_t = types.Array(types.int64, 1, "C")
+    data = types.Bytes(types.uint8, 1, "C", readonly=True)
+    istate = types.Array(types.int64, 1, "C")
+    x_up = types.Array(types.float64, 1, "C")
+    x_down = types.Array(types.float64, 2, "C")
+    u8 = types.Array(types.uint8, 1, "C")
+    i16 = types.Array(types.int16, 1, "C")
+
+    def compiled(kernel: Callable[..., int], *args: Any) -> Any:
+        return compile_cached(kernel, [types.int64(*args)])
+
     return Kernels(
-        upsample=compile_cached(
-            upsample,
-            [
-                types.int64(
-                    data_t,
-                    types.boolean,
-                    types.Array(types.float64, 1, "C"),
-                    istate_t,
-                    types.Array(types.int16, 1, "C"),
-                )
-            ],
-        ),
-        downsample=compile_cached(
-            downsample,
-            [
-                types.int64(
-                    data_t,
-                    types.Array(types.float64, 2, "C"),
-                    istate_t,
-                    types.boolean,
-                    types.Array(types.uint8, 1, "C"),
-                    types.int64,
-                )
-            ],
-        ),
-        upsample_b64=compile_cached(
-            upsample_b64,
-            [
-                types.int64(
-                    data_t,
-                    types.Array(types.float64, 1, "C"),
-                    istate_t,
-                    types.Array(types.int16, 1, "C"),
-                    types.Array(types.uint8, 1, "C"),
-                )
-            ],
-        ),
-        downsample_b64=compile_cached(
-            downsample_b64,
-            [
-                types.int64(
-                    data_t,
-                    types.Array(types.float64, 2, "C"),
-                    istate_t,
-                    types.Array(types.uint8, 1, "C"),
-                    types.Array(types.uint8, 1, "C"),
-                    types.int64,
-                )
-            ],
-        ),
+        upsample=compiled(upsample, data, types.boolean, x_up, istate, i16),
+        downsample=compiled(downsample, data, x_down, istate, types.boolean, u8, types.int64),
+        upsample_b64=compiled(upsample_b64, data, x_up, istate, i16, u8),
+        downsample_b64=compiled(downsample_b64, data, x_down, istate, u8, u8, types.int64),
     )
