@@ -4,9 +4,11 @@ Twilio sends 8 kHz μ-law in 20 ms frames; the Realtime side speaks 24 kHz PCM16
 or the same μ-law (`pcmu`). Either way the call code sees one interface and never touches
 samples, and what goes back to Twilio is always whole 20 ms frames.
 
-Per frame and direction this is one base64 decode, one compiled kernel call (decode, resample,
-round, encode: see `bridge.audio._kernels`) and one base64 encode per frame out, with the
-kernels writing into buffers allocated once per call; the base64 text is the only new object.
+In pcm16, per frame and direction this is one compiled kernel call (base64 decode, μ-law
+decode or encode, resample, round, and inbound the base64 encode: see `bridge.audio._kernels`)
+writing into buffers allocated once per call, plus a binascii encode per 160-byte frame out;
+the base64 text is the only new object. Text that is not canonical base64 goes through
+binascii instead, so acceptance and errors are binascii's strict mode either way.
 """
 
 from __future__ import annotations
