@@ -147,7 +147,7 @@ class CallRuntime:
             return
         try:
             self.call.on_upstream(event, now)
-            self.flush(now, now)
+            self.flush(now)
         except Exception as exc:
             self.context.run(self._failed, exc)
 
@@ -163,8 +163,9 @@ class CallRuntime:
         self.helpers.add(task)
         task.add_done_callback(self.helpers.discard)
 
-    def flush(self, now: float, received: float | None = None) -> None:
-        """Write what the `Call` decided, in order: Twilio, upstream, effects."""
+    def flush(self, now: float) -> None:
+        """Write what the `Call` decided, in order: Twilio, upstream, effects. `now` is when
+        the message that caused it arrived (a barge-in's reaction time counts from it)."""
         call = self.call
         clear_sent_at = None
         if call.twilio_out:
@@ -176,7 +177,7 @@ class CallRuntime:
         if call.upstream_out:
             self.send_upstream()
         if call.effects:
-            self.context.run(_apply_effects, self, now, received, clear_sent_at)
+            self.context.run(_apply_effects, self, now, clear_sent_at)
 
     def send_twilio(self) -> float | None:
         """The Twilio outbox in one write; returns when it left if there are effects to report
@@ -507,12 +508,7 @@ async def _enforce_limits(rt: CallRuntime) -> None:
         return
 
 
-def _apply_effects(
-    rt: CallRuntime,
-    now: float,
-    received: float | None = None,
-    clear_sent_at: float | None = None,
-) -> None:
+def _apply_effects(rt: CallRuntime, now: float, clear_sent_at: float | None = None) -> None:
     effects, rt.call.effects = rt.call.effects, []
     for effect in effects:
         if isinstance(effect, Log):
@@ -524,8 +520,8 @@ def _apply_effects(
                 metrics.TURN_LATENCY.observe(effect.value)
         elif isinstance(effect, BargeIn):
             reaction_ms = None
-            if received is not None and clear_sent_at is not None:
-                reaction_ms = round((clear_sent_at - received) * 1000.0, 3)
+            if clear_sent_at is not None:
+                reaction_ms = round((clear_sent_at - now) * 1000.0, 3)
             log.info(
                 "barge_in",
                 item_id=effect.item_id,

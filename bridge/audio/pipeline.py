@@ -91,7 +91,7 @@ class Pcm16Pipeline:
         self._down = Resampler24kTo8k()
         self._framer = Framer()
         self._grow_inbound(FRAME_BYTES + 2)  # 216 base64 characters hold 162 bytes
-        self._outbound_chars = 4 * FRAME_BYTES * 2  # 20 ms at 24 kHz is 1280 characters
+        self._outbound_chars = 4 * (6 * FRAME_BYTES) // 3  # 20 ms at 24 kHz: 1280 characters
         self._pcm_work = np.empty(self._outbound_chars // 4 * 3, dtype=np.uint8)
 
     def inbound(self, payload_b64: str) -> str:
@@ -149,7 +149,7 @@ class Pcm16Pipeline:
         if written < 0:
             return self._outbound_binascii(delta_b64)
         if not fed:
-            decoded = len(text) // 4 * 3 - (text[-2:].count(b"=") if text else 0)
+            decoded = len(text) // 4 * 3 - text[-2:].count(b"=")
             down._fed = decoded > 1 or (decoded == 1 and bool(odd))
         return framer.commit_b64(written)
 
