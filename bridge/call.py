@@ -139,6 +139,8 @@ class Call:
     ) -> None:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
+        self._media_head = tw.media_head(stream_sid)  # each frame's messages are one concat
+        self._mark_head = tw.mark_head(stream_sid)
         self.dialect = dialect
         self.audio = audio
         self.session = session
@@ -314,10 +316,11 @@ class Call:
 
     def _send_frames(self, item: ItemPlayback, frames: list[str], now: float) -> None:
         out = self.twilio_out
-        sid = self.stream_sid
+        media_head, mark_head, tail = self._media_head, self._mark_head, tw.MESSAGE_TAIL
+        frame_sent = self.playback.frame_sent
         for frame in frames:
-            out.append(tw.media_message(sid, frame))
-            out.append(tw.mark_message(sid, self.playback.frame_sent(item, now)))
+            out.append(media_head + frame + tail)
+            out.append(mark_head + frame_sent(item, now) + tail)
         self.stats.frames_out += len(frames)
         if frames and self._speech_stopped_at is not None:
             self.effects.append(Measure("turn_latency", now - self._speech_stopped_at))

@@ -47,11 +47,15 @@ class PlaybackClock:
     _seq: int = 0
     _last_echo_at: float = 0.0
     clears: int = 0
+    _prefix: str = field(default="", init=False)  # "<clears>.", kept with `clears`
+
+    def __post_init__(self) -> None:
+        self._prefix = f"{self.clears}."
 
     def frame_sent(self, item: ItemPlayback, now: float) -> str:
         """Account one 20 ms frame of `item` as sent; returns the mark name to send after it."""
         self._seq += 1
-        name = f"{self.clears}.{self._seq}"
+        name = self._prefix + str(self._seq)
         item.sent_ms += FRAME_MS
         mark = _PendingMark(name, item, item.sent_ms, now)
         self._pending.append(mark)
@@ -113,3 +117,4 @@ class PlaybackClock:
         self._pending.clear()
         self._by_name.clear()
         self.clears += 1
+        self._prefix = f"{self.clears}."

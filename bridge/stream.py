@@ -563,6 +563,9 @@ def _float_or_none(text: str | None) -> float | None:
         return None
 
 
+_UPSTREAM_SEND_KIB = metrics.QUEUE_DEPTH.labels(queue="upstream_send_kib")
+
+
 def _sync_metrics(rt: CallRuntime) -> None:
     """Move the frame counters by what changed since the last sync."""
     stats, done = rt.call.stats, rt.reported
@@ -582,9 +585,7 @@ def _sync_metrics(rt: CallRuntime) -> None:
             stats.deltas_dropped - done.deltas_dropped
         )
         done.deltas_dropped = stats.deltas_dropped
-    metrics.QUEUE_DEPTH.labels(queue="upstream_send_kib").observe(
-        rt.upstream.write_buffer_size() / 1024
-    )
+    _UPSTREAM_SEND_KIB.observe(rt.upstream.write_buffer_size() / 1024)
 
 
 def _finish(call: Call, reason: str) -> None:

@@ -168,18 +168,25 @@ def parse(raw: str | bytes) -> TwilioEvent:
 # Outbound: the only three messages a server may send on a bidirectional stream.
 
 
+def media_head(stream_sid: str) -> str:
+    """A `media` message up to its payload: head + payload + `MESSAGE_TAIL` is the message."""
+    return '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"'
+
+
+def mark_head(stream_sid: str) -> str:
+    """A `mark` message up to its name: head + name + `MESSAGE_TAIL` is the message."""
+    return '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":"'
+
+
+MESSAGE_TAIL = '"}}'
+
+
 def media_message(stream_sid: str, payload_b64: str) -> str:
-    return (
-        '{"event":"media","streamSid":"'
-        + stream_sid
-        + '","media":{"payload":"'
-        + payload_b64
-        + '"}}'
-    )
+    return media_head(stream_sid) + payload_b64 + MESSAGE_TAIL
 
 
 def mark_message(stream_sid: str, name: str) -> str:
-    return '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":"' + name + '"}}'
+    return mark_head(stream_sid) + name + MESSAGE_TAIL
 
 
 def clear_message(stream_sid: str) -> str:

@@ -245,7 +245,9 @@ def test_two_barge_ins_in_a_row() -> None:
     for n, (resp, item) in enumerate(((R1, "item_a"), (R2, "item_b"))):
         start_response(call, resp, item, float(n))
         call.on_upstream(delta(resp, item, 500), float(n))
-        echo(call, marks_in(drain(call)[0])[:4], n + 0.080)
+        names = marks_in(drain(call)[0])
+        assert all(name.startswith(f"{n}.") for name in names)  # the clear epoch, then a count
+        echo(call, names[:4], n + 0.080)
         call.on_upstream(ev.SpeechStarted(f"user_{n}", 0), n + 0.080)
         twilio, upstream, _ = drain(call)
         assert twilio == [{"event": "clear", "streamSid": SID}]
