@@ -96,6 +96,17 @@ def _sid(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _refused(msg: dict[str, Any], event: str, inner: str, key: str) -> StreamProtocolError:
+    """Why the fast path refused a `media` or `mark` message: its object, that object's
+    string field, or else the streamSid."""
+    obj = msg.get(inner)
+    if type(obj) is not dict:
+        return StreamProtocolError(f"'{event}' message without a '{inner}' object")
+    if type(obj.get(key)) is not str:
+        return StreamProtocolError(f"{event}: '{key}' missing or not a string")
+    return StreamProtocolError(f"{event}: 'streamSid' missing or not a string")
+
+
 def parse(raw: str | bytes) -> TwilioEvent:
     """Parse one Media Streams message. Raises `StreamProtocolError` on anything malformed."""
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -107,29 +118,26 @@ def parse(raw: str | bytes) -> TwilioEvent:
     if type(msg) is not dict:  # orjson gives exactly dict for a JSON object
         raise StreamProtocolError("message is not a JSON object")
     event = msg.get("event")
-    if event == "media":  # 50 a second per call: one pass of plain checks
-        media = msg.get("media")
-        if type(media) is not dict:
-            raise StreamProtocolError("'media' message without a 'media' object")
-        payload = media.get("payload")
-        if type(payload) is not str:
-            raise StreamProtocolError("media: 'payload' missing or not a string")
-        sid = msg.get("streamSid")
-        if type(sid) is not str:
-            raise StreamProtocolError("media: 'streamSid' missing or not a string")
+    if event == "media":  # 50 a second per call: subscripts, and the checks only on failure
+        try:
+            media = msg["media"]  # orjson gives dict, list, str or scalars: only a dict
+            payload = media["payload"]  # takes a str key, so this line proves `media` is one
+            sid = msg["streamSid"]
+        except (KeyError, TypeError):
+            raise _refused(msg, "media", "media", "payload") from None
+        if type(payload) is not str or type(sid) is not str:
+            raise _refused(msg, "media", "media", "payload")
         track = media.get("track", "inbound")
         # No SID regex on the hot path: the call compares it with the one `start` validated.
         return Media(sid, payload, track if type(track) is str else str(track))
-    if event == "mark":  # an echo for every frame played: inlined, as media
-        mark = msg.get("mark")
-        if type(mark) is not dict:
-            raise StreamProtocolError("'mark' message without a 'mark' object")
-        name = mark.get("name")
-        if type(name) is not str:
-            raise StreamProtocolError("mark: 'name' missing or not a string")
-        sid = msg.get("streamSid")
-        if type(sid) is not str:
-            raise StreamProtocolError("mark: 'streamSid' missing or not a string")
+    if event == "mark":  # an echo for every frame played: as media
+        try:
+            name = msg["mark"]["name"]
+            sid = msg["streamSid"]
+        except (KeyError, TypeError):
+            raise _refused(msg, "mark", "mark", "name") from None
+        if type(name) is not str or type(sid) is not str:
+            raise _refused(msg, "mark", "mark", "name")
         return Mark(sid, name)
     if event == "start":
         start = _obj(msg, "start")
