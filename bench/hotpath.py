@@ -1,0 +1,218 @@
+"""The per-call code of one 20 ms tick, bridge beside floor, without sockets or load.
+
+A tick is what every call does every 20 ms in the load bench: a Twilio `media` in (an
+`append` out), an agent audio delta in (a frame and its mark out) and a mark echo in. Here
+the bridge's real `CallRuntime` and `bench/floor.py`'s real `FloorCall` get those messages
+from sockets that only record what is written, so what is timed is the Python and compiled
+code of the call and nothing of the network stack (which both pay alike, see `load.py`).
+
+Printed per mode: µs per message and per tick, warm (the same few calls over and over, all
+in cache) and cold (4 MiB written before each message, as the kernel and the other
+processes do between two messages of a call under load), and the Python bytecodes one tick
+executes: a count, not a timing, so it does not move with the machine's noise.
+
+Run: `.venv/bin/python bench/hotpath.py [--calls 10] [--ticks 1000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/floor.py
+
+from floor import FloorCall
+
+from bridge.audio import make_pipeline
+from bridge.call import Call
+from bridge.realtime.dialect import Dialect
+from bridge.realtime.events import SessionConfig
+from bridge.stream import CallRuntime
+
+EVICT = bytearray(4 << 20)
+EVICT_STEP = b"\1" * (len(EVICT) // 64)
+KINDS = ("media", "delta", "mark")
+
+
+class RecordingSocket:
+    """Stands in for `bridge.ws` sockets: open, never backed up; counts what is sent and
+    keeps the marks, to echo them."""
+
+    open = True
+    close_code = None
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.marks: list[str] = []
+
+    def send(self, text: str) -> None:
+        self.sent += 1
+
+    def send_batch(self, messages: list[str]) -> None:
+        self.sent += len(messages)
+        self.marks.extend(m for m in messages if m.startswith('{"event":"mark"'))
+
+    def write_buffer_size(self) -> int:
+        return 0
+
+    def attach(self, *_handlers: Any) -> None:
+        pass
+
+
+class Caller:
+    """One call's three handlers and the messages of its next tick."""
+
+    def __init__(self, target: str, mode: str, index: int) -> None:
+        sid = f"MZ{index:032d}"
+        self.twilio = RecordingSocket()
+        self.upstream = RecordingSocket()
+        if target == "bridge":
+            call = Call(
+                stream_sid=sid,
+                call_sid=f"CA{index:032d}",
+                dialect=Dialect("ga"),
+                audio=make_pipeline(mode),
+                session=SessionConfig(instructions="be brief", audio_format=mode),
+                greeting=None,
+                started_at=time.monotonic(),
+            )
+            runtime = CallRuntime(
+                call=call,
+                twilio=cast(Any, self.twilio),
+                upstream=cast(Any, self.upstream),
+                dialect=call.dialect,
+                bridge=cast(Any, None),
+            )
+            call.upstream_opened(0.0)
+            runtime.flush(0.0)
+            self.on_twilio: Callable[[str], None] = runtime.on_twilio_text
+            self.on_upstream: Callable[[str], None] = runtime.on_upstream_text
+        else:
+            floor = FloorCall(cast(Any, self.twilio), "", mode)
+            floor.upstream = cast(Any, self.upstream)
+            floor.media_head = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
+            floor.mark_head = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
+            self.on_twilio, self.on_upstream = floor.on_twilio, floor.on_upstream
+        payload = base64.b64encode(os.urandom(160)).decode()
+        self.media = orjson.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": "5",
+                "streamSid": sid,
+                "media": {"track": "inbound", "chunk": "4", "timestamp": "80", "payload": payload},
+            }
+        ).decode()
+        audio = os.urandom(960 if mode == "pcm16" else 160)
+        self.delta = orjson.dumps(
+            {
+                "type": "response.output_audio.delta",
+                "event_id": "event_1",
+                "response_id": "resp_1",
+                "item_id": "item_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": base64.b64encode(audio).decode(),
+            }
+        ).decode()
+
+    def tick(self, evict: bool, spent: list[float]) -> None:
+        """One tick; adds the seconds each kind of message took to `spent`."""
+        clock = time.perf_counter
+        for kind, handler, text in (
+            (0, self.on_twilio, self.media),
+            (1, self.on_upstream, self.delta),
+        ):
+            if evict:
+                EVICT[::64] = EVICT_STEP
+            started = clock()
+            handler(text)
+            spent[kind] += clock() - started
+        for echo in self.twilio.marks:  # the floor sends marks too, and ignores their echoes
+            if evict:
+                EVICT[::64] = EVICT_STEP
+            started = clock()
+            self.on_twilio(echo)
+            spent[2] += clock() - started
+        self.twilio.marks.clear()
+
+
+def timed(callers: list[Caller], ticks: int, evict: bool) -> list[float]:
+    """Median over 7 rounds of µs per tick spent on each kind of message."""
+    rounds: list[list[float]] = []
+    per_caller = max(1, ticks // len(callers))
+    for _ in range(7):
+        spent = [0.0, 0.0, 0.0]
+        for _ in range(per_caller):
+            for caller in callers:
+                caller.tick(evict, spent)
+        rounds.append([1e6 * s / (per_caller * len(callers)) for s in spent])
+    return [statistics.median(r[k] for r in rounds) for k in range(3)]
+
+
+def bytecodes_per_tick(caller: Caller, ticks: int = 50) -> float:
+    """Bytecodes executed per tick outside this file (the harness and its sockets)."""
+    count = 0
+    harness = __file__
+
+    def trace(frame: Any, event: str, _arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        if event == "opcode" and frame.f_code.co_filename != harness:
+            count += 1
+        return trace
+
+    spent = [0.0, 0.0, 0.0]
+    sys.settrace(trace)
+    try:
+        for _ in range(ticks):
+            caller.tick(False, spent)
+    finally:
+        sys.settrace(None)
+    return count / ticks
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--ticks", type=int, default=1000, help="per round, over all calls")
+    args = parser.parse_args()
+    gc.collect()
+    print(
+        f"µs of per-call code per message and per 20 ms tick ({args.calls} calls, median of"
+        " 7 rounds), and the Python bytecodes one tick executes"
+    )
+    header = (
+        f"{'target':7}{'mode':7}{'cache':6}"
+        + "".join(f"{k:>8}" for k in KINDS)
+        + f"{'tick':>8}{'ms/call-s':>11}{'bytecodes':>11}"
+    )
+    print(header)
+    for mode in ("pcm16", "pcmu"):
+        for target in ("bridge", "floor"):
+            callers = [Caller(target, mode, i) for i in range(args.calls)]
+            timed(callers, args.ticks // 4, False)  # warm-up: first frames, caches, items
+            codes = bytecodes_per_tick(callers[0])
+            for evict in (False, True):
+                parts = timed(callers, args.ticks, evict)
+                tick = sum(parts)
+                print(
+                    f"{target:7}{mode:7}{'cold' if evict else 'warm':6}"
+                    + "".join(f"{p:8.1f}" for p in parts)
+                    + f"{tick:8.1f}{tick * 50 / 1000:11.2f}{codes:11.0f}"
+                )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
