@@ -32,6 +32,7 @@ lint: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(PY) bench/audio.py
 	$(PY) bench/barge_in.py
+	$(PY) bench/hotpath.py
 	$(PY) bench/load.py
 
 bench-quick: $(VENV)/.dev-installed
