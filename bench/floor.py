@@ -33,6 +33,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from bridge import twilio_stream as tw
 from bridge.realtime.upstream import (
     CONNECT_TIMEOUT_S,
     UPSTREAM_MAX_MESSAGE_BYTES,
@@ -84,6 +85,11 @@ class FloorCall:
                 )
             )
 
+    def name_stream(self, sid: str) -> None:
+        """The heads of every media and mark sent back (the bridge's own builders)."""
+        self.media_head = tw.media_head(sid)
+        self.mark_head = tw.mark_head(sid)
+
     def on_twilio_closed(self) -> None:
         if self.upstream is not None:
             self.upstream.send_close(1000)
@@ -94,8 +100,7 @@ class FloorCall:
     async def open(self, start: dict) -> None:
         sid = start["streamSid"]
         caller = start.get("customParameters", {}).get("From", "")
-        self.media_head = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
-        self.mark_head = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
+        self.name_stream(sid)
         fmt = (
             {"type": "audio/pcm", "rate": 24000}
             if self.audio == "pcm16"

@@ -101,8 +101,7 @@ class Caller:
         else:
             floor = FloorCall(cast(Any, self.twilio), "", mode)
             floor.upstream = cast(Any, self.upstream)
-            floor.media_head = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
-            floor.mark_head = '{"event":"mark","streamSid":"' + sid + '","mark":{"name":"'
+            floor.name_stream(sid)
             self.on_twilio, self.on_upstream = floor.on_twilio, floor.on_upstream
         payload = base64.b64encode(os.urandom(160)).decode()
         self.media = orjson.dumps(
