@@ -198,24 +198,27 @@ def _b64_decode(text, out):  # type: ignore[no-untyped-def]
     pads = 0
     if text[n - 1] == _PAD:
         pads = 2 if text[n - 2] == _PAD else 1
-    o = 0
-    for q in range(0, n - 4, 4):
+    # Every quad but the last, with the validity of all of them checked once at the end: a
+    # loop without an exit vectorizes (1,280 characters: 0.65 → 0.21 µs). On -1 `out` holds
+    # garbage, which no caller reads.
+    bad = 0
+    for j in range(n // 4 - 1):
+        q = 4 * j
         a = _B64_VALUES[text[q]]
         b = _B64_VALUES[text[q + 1]]
         c = _B64_VALUES[text[q + 2]]
         d = _B64_VALUES[text[q + 3]]
-        if (a | b | c | d) > 63:
-            return -1
-        out[o] = (a << 2) | (b >> 4)
-        out[o + 1] = ((b & 0x0F) << 4) | (c >> 2)
-        out[o + 2] = ((c & 0x03) << 6) | d
-        o += 3
+        bad |= a | b | c | d
+        out[3 * j] = (a << 2) | (b >> 4)
+        out[3 * j + 1] = ((b & 0x0F) << 4) | (c >> 2)
+        out[3 * j + 2] = ((c & 0x03) << 6) | d
+    o = 3 * (n // 4 - 1)
     q = n - 4
     a = _B64_VALUES[text[q]]
     b = _B64_VALUES[text[q + 1]]
     c = _B64_VALUES[text[q + 2]] if pads < 2 else 0
     d = _B64_VALUES[text[q + 3]] if pads < 1 else 0
-    if (a | b | c | d) > 63:
+    if (bad | a | b | c | d) > 63:
         return -1
     out[o] = (a << 2) | (b >> 4)
     if pads < 2:
