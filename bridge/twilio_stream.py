@@ -189,13 +189,5 @@ def mark_head(stream_sid: str) -> str:
 MESSAGE_TAIL = '"}}'
 
 
-def media_message(stream_sid: str, payload_b64: str) -> str:
-    return media_head(stream_sid) + payload_b64 + MESSAGE_TAIL
-
-
-def mark_message(stream_sid: str, name: str) -> str:
-    return mark_head(stream_sid) + name + MESSAGE_TAIL
-
-
 def clear_message(stream_sid: str) -> str:
     return '{"event":"clear","streamSid":"' + stream_sid + '"}'

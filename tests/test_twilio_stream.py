@@ -62,7 +62,7 @@ def test_each_defect_of_a_hot_message_is_named(message: dict[str, Any], error: s
 
 
 def test_outbound_messages_are_the_heads_and_tail_joined() -> None:
-    assert json.loads(tw.media_message(SID, "/w==")) == {
+    assert json.loads(tw.media_head(SID) + "/w==" + tw.MESSAGE_TAIL) == {
         "event": "media",
         "streamSid": SID,
         "media": {"payload": "/w=="},
