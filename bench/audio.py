@@ -130,12 +130,13 @@ def main() -> None:
         lambda s: binascii.a2b_base64(s, strict_mode=True),
         payloads,
     )
-    x_up = np.zeros(_kernels.HISTORY + _kernels.BLOCK)
+    h_up = np.zeros(_kernels.UP_STATE_SHAPE)
+    x_up = np.zeros(_kernels.UP_WINDOW_SHAPE)
     istate_up = np.zeros(_kernels.ISTATE_SIZE, dtype=np.int64)
     pcm_out = np.empty(FRAME_24K, dtype=np.int16)
     stage(
         "in: kernel μ-law→24k PCM16 (160→480)",
-        lambda u: KERNELS.upsample(u, True, x_up, istate_up, pcm_out),
+        lambda u: KERNELS.upsample(u, True, h_up, x_up, istate_up, pcm_out),
         ulaw_frames,
     )
     stage("in: binascii encode (960 B)", b64, up_out)
@@ -144,7 +145,7 @@ def main() -> None:
     work_up = np.empty(15 * (FRAME_8K + 3), dtype=np.uint8)
     stage(
         "in: one kernel, base64 inside (216→1280)",
-        lambda t: KERNELS.upsample_b64(t, x_up, istate_up, pcm_out, work_up),
+        lambda t: KERNELS.upsample_b64(t, h_up, x_up, istate_up, pcm_out, work_up),
         [p.encode() for p in payloads],
     )
     inbound = make_pipeline("pcm16")
@@ -166,12 +167,13 @@ def main() -> None:
         lambda s: binascii.a2b_base64(s, strict_mode=True),
         deltas,
     )
-    x_down = np.zeros((_kernels.RATIO + 1, _kernels.HISTORY + _kernels.BLOCK + 1))
+    h_down = np.zeros(_kernels.DOWN_STATE_SHAPE)
+    x_down = np.zeros(_kernels.DOWN_WINDOW_SHAPE)
     istate_down = np.zeros(_kernels.ISTATE_SIZE, dtype=np.int64)
     codes_out = np.empty(2 * FRAME_8K, dtype=np.uint8)
     stage(
         "out: kernel 24k PCM16→μ-law (480→160)",
-        lambda d: KERNELS.downsample(d, x_down, istate_down, True, codes_out, 0),
+        lambda d: KERNELS.downsample(d, h_down, x_down, istate_down, True, codes_out, 0),
         pcm24_bytes,
     )
     commit_framer = Framer()  # as the pipeline uses it: the kernel wrote 160 codes into it
@@ -185,7 +187,7 @@ def main() -> None:
     work_down = np.empty(FRAME_24K * 2, dtype=np.uint8)
     stage(
         "out: one kernel, base64 inside (1280→160)",
-        lambda t: KERNELS.downsample_b64(t, x_down, istate_down, work_down, codes_out, 0),
+        lambda t: KERNELS.downsample_b64(t, h_down, x_down, istate_down, work_down, codes_out, 0),
         [d.encode() for d in deltas],
     )
     outbound = make_pipeline("pcm16")

@@ -6,12 +6,17 @@ the bridge's real `CallRuntime` and `bench/floor.py`'s real `FloorCall` get thos
 from sockets that only record what is written, so what is timed is the Python and compiled
 code of the call and nothing of the network stack (which both pay alike, see `load.py`).
 
-Printed per mode: µs per message and per tick, warm (the same few calls over and over, all
-in cache) and cold (4 MiB written before each message, as the kernel and the other
-processes do between two messages of a call under load), and the Python bytecodes one tick
-executes: a count, not a timing, so it does not move with the machine's noise.
+Printed per mode: µs per message and per tick in three conditions, and the Python bytecodes
+one tick executes (a count, not a timing, so it does not move with the machine's noise):
 
-Run: `.venv/bin/python bench/hotpath.py [--calls 10] [--ticks 1000]`.
+- warm: the same few calls over and over, all in cache;
+- cold: 4 MiB written before each message, as the kernel and the other processes do between
+  two messages of a call under load;
+- `--many` calls (300) in turn: every call's media, then every call's delta, then every
+  echo, as the event loop meets them under load. No eviction by hand: what a call touches
+  is evicted by the other calls' work, so this shows how a call's own memory scales.
+
+Run: `.venv/bin/python bench/hotpath.py [--calls 10] [--ticks 1000] [--many 300]`.
 """
 
 from __future__ import annotations
@@ -159,6 +164,32 @@ def timed(callers: list[Caller], ticks: int, evict: bool) -> list[float]:
     return [statistics.median(r[k] for r in rounds) for k in range(3)]
 
 
+def timed_in_turn(callers: list[Caller], ticks: int) -> list[float]:
+    """As `timed`, but each kind of message goes to every call before the next kind."""
+    clock = time.perf_counter
+    rounds: list[list[float]] = []
+    per_caller = max(1, ticks // len(callers))
+    for _ in range(7):
+        spent = [0.0, 0.0, 0.0]
+        for _ in range(per_caller):
+            started = clock()
+            for caller in callers:
+                caller.on_twilio(caller.media)
+            media_done = clock()
+            for caller in callers:
+                caller.on_upstream(caller.delta)
+            deltas_done = clock()
+            for caller in callers:
+                for echo in caller.twilio.marks:
+                    caller.on_twilio(echo)
+                caller.twilio.marks.clear()
+            spent[0] += media_done - started
+            spent[1] += deltas_done - media_done
+            spent[2] += clock() - deltas_done
+        rounds.append([1e6 * s / (per_caller * len(callers)) for s in spent])
+    return [statistics.median(r[k] for r in rounds) for k in range(3)]
+
+
 def bytecodes_per_tick(caller: Caller, ticks: int = 50) -> float:
     """Bytecodes executed per tick outside this file (the harness and its sockets)."""
     count = 0
@@ -186,14 +217,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--ticks", type=int, default=1000, help="per round, over all calls")
+    parser.add_argument("--many", type=int, default=300, help="calls taking turns")
     args = parser.parse_args()
     gc.collect()
     print(
-        f"µs of per-call code per message and per 20 ms tick ({args.calls} calls, median of"
-        " 7 rounds), and the Python bytecodes one tick executes"
+        f"µs of per-call code per message and per 20 ms tick ({args.calls} calls, or"
+        f" {args.many} in turn; median of 7 rounds), and the Python bytecodes one tick executes"
     )
     header = (
-        f"{'target':7}{'mode':7}{'cache':6}"
+        f"{'target':7}{'mode':7}{'cache':11}"
         + "".join(f"{k:>8}" for k in KINDS)
         + f"{'tick':>8}{'ms/call-s':>11}{'bytecodes':>11}"
     )
@@ -203,14 +235,21 @@ async def main() -> None:
             callers = [Caller(target, mode, i) for i in range(args.calls)]
             timed(callers, args.ticks // 4, False)  # warm-up: first frames, caches, items
             codes = bytecodes_per_tick(callers[0])
-            for evict in (False, True):
-                parts = timed(callers, args.ticks, evict)
+            many = [Caller(target, mode, i) for i in range(args.many)]
+            timed_in_turn(many, len(many))  # warm-up
+            for condition in ("warm", "cold", "in turn"):
+                if condition == "in turn":
+                    parts = timed_in_turn(many, 3 * len(many))
+                else:
+                    parts = timed(callers, args.ticks, condition == "cold")
                 tick = sum(parts)
+                label = f"{args.many} calls" if condition == "in turn" else condition
                 print(
-                    f"{target:7}{mode:7}{'cold' if evict else 'warm':6}"
+                    f"{target:7}{mode:7}{label:11}"
                     + "".join(f"{p:8.1f}" for p in parts)
                     + f"{tick:8.1f}{tick * 50 / 1000:11.2f}{codes:11.0f}"
                 )
+            del many
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ from numpy.typing import NDArray
 
 __all__ = [
     "BLOCK",
+    "DOWN_STATE_SHAPE",
+    "DOWN_WINDOW_SHAPE",
     "HISTORY",
     "ISTATE_SIZE",
     "ODD_BYTE",
@@ -57,6 +59,8 @@ __all__ = [
     "PENDING",
     "RATIO",
     "TAPS_PER_PHASE",
+    "UP_STATE_SHAPE",
+    "UP_WINDOW_SHAPE",
     "Kernels",
     "build_kernels",
     "cache_status",
@@ -69,9 +73,17 @@ RATIO = 3
 TAPS_PER_PHASE = 23
 #: Past inputs one branch needs: 8 kHz samples up, 24 kHz triplets down.
 HISTORY = TAPS_PER_PHASE - 1
-#: New inputs per internal block: 8 kHz samples up, 24 kHz triplets down. Bounds the state
-#: buffers for any chunk size; a 20 ms frame (160 samples, 160 triplets) is one block.
+#: New inputs per internal block: 8 kHz samples up, 24 kHz triplets down. Bounds the
+#: window buffers for any chunk size; a 20 ms frame (160 samples, 160 triplets) is one block.
 BLOCK = 256
+#: A call's filter state (float64): the upsampler's input history, and the downsampler's
+#: history plus the triplet being filled, by phase.
+UP_STATE_SHAPE = (HISTORY,)
+DOWN_STATE_SHAPE = (RATIO, HISTORY + 1)
+#: The window a kernel works in (float64), one per thread (`bridge.audio.workspace`): the
+#: state copied in, a block of new inputs after it; the downsampler's row 3 holds sums.
+UP_WINDOW_SHAPE = (HISTORY + BLOCK,)
+DOWN_WINDOW_SHAPE = (RATIO + 1, HISTORY + BLOCK + 1)
 
 # The integer state, int64[ISTATE_SIZE]: whether half a sample (one byte) waits, that byte,
 # and (downsampler) how many samples of the current triplet wait, 0–2.
@@ -254,14 +266,17 @@ def _b64_encode(data, n, out):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(inline="always")
-def _upsample(raw, nbytes, ulaw, x, istate, out, w_up, dec):  # type: ignore[no-untyped-def]
+def _upsample(raw, nbytes, ulaw, h, x, istate, out, w_up, dec):  # type: ignore[no-untyped-def]
     """μ-law (`ulaw`) or little-endian PCM16 bytes raw[:nbytes] -> 3 int16 samples per input
     sample.
 
-    Writes out[0 : 3n] for the n whole input samples and returns 3n. x is the input
-    history; PCM16 input may end in half a sample, which waits in istate. w_up and dec are
-    the taps and the μ-law table (constants of the compiled kernels that call this).
+    Writes out[0 : 3n] for the n whole input samples and returns 3n. h is the call's input
+    history (HISTORY samples), x the thread's window (history, then a block); PCM16 input
+    may end in half a sample, which waits in istate. w_up and dec are the taps and the
+    μ-law table (constants of the compiled kernels that call this).
     """
+    for i in range(HISTORY):
+        x[i] = h[i]
     b = 0  # next byte of data
     half = -1  # the sample completed by data[0], if half of it came last time
     if not ulaw and istate[ODD_FLAG] and nbytes:
@@ -305,6 +320,8 @@ def _upsample(raw, nbytes, ulaw, x, istate, out, w_up, dec):  # type: ignore[no-
         for i in range(HISTORY):
             x[i] = x[m + i]
         start += m
+    for i in range(HISTORY):
+        h[i] = x[i]
     if b < nbytes and not ulaw:
         istate[ODD_FLAG] = 1
         istate[ODD_BYTE] = raw[nbytes - 1]
@@ -314,17 +331,21 @@ def _upsample(raw, nbytes, ulaw, x, istate, out, w_up, dec):  # type: ignore[no-
 # x[r, c] is sample 3c + r of the downsampler's window, de-interleaved so that every tap's
 # loop reads contiguous memory: columns 0 … HISTORY − 1 are history, then new triplets;
 # the first istate[PENDING] rows of the last column are a triplet still being filled.
-# Row 3 is scratch for one block's sums.
+# Row 3 is scratch for one block's sums. Between calls, what is kept (the history and the
+# column being filled) is h[r, 0 … HISTORY], the call's; x is the thread's.
 
 
 @numba.njit(inline="always")
-def _downsample(raw, nbytes, x, istate, ulaw, out, offset, w_down):  # type: ignore[no-untyped-def]
+def _downsample(raw, nbytes, h, x, istate, ulaw, out, offset, w_down):  # type: ignore[no-untyped-def]
     """Little-endian PCM16 bytes raw[:nbytes] -> one output per completed triplet; returns
     how many.
 
     Writes μ-law codes (`ulaw`) or little-endian PCM16 bytes at out[offset …]. Output m
     is the 69-tap filter over the inputs up to the last of its triplet.
     """
+    for phase in range(RATIO):
+        for j in range(TAPS_PER_PHASE):
+            x[phase, j] = h[phase, j]
     b = 0
     half = -1
     if istate[ODD_FLAG] and nbytes:
@@ -392,6 +413,9 @@ def _downsample(raw, nbytes, x, istate, ulaw, out, offset, w_down):  # type: ign
         done += k
         pos = r
         start += m
+    for phase in range(RATIO):
+        for j in range(TAPS_PER_PHASE):
+            h[phase, j] = x[phase, j]
     istate[PENDING] = pos
     if b < nbytes:
         istate[ODD_FLAG] = 1
@@ -402,16 +426,16 @@ def _downsample(raw, nbytes, x, istate, ulaw, out, offset, w_down):  # type: ign
 class Kernels(NamedTuple):
     """The compiled kernels for one filter design (see `build_kernels`)."""
 
-    #: (data: bytes, ulaw: bool, x: float64[HISTORY + BLOCK], istate: int64[ISTATE_SIZE],
-    #: out: int16[≥ 3 × samples]) -> samples written.
+    #: (data: bytes, ulaw: bool, h: float64[UP_STATE_SHAPE], x: float64[UP_WINDOW_SHAPE],
+    #: istate: int64[ISTATE_SIZE], out: int16[≥ 3 × samples]) -> samples written.
     upsample: Callable[..., int]
-    #: (data: bytes, x: float64[4, HISTORY + BLOCK + 1], istate: int64[ISTATE_SIZE],
-    #: ulaw: bool, out: uint8[…], offset: int) -> samples written.
+    #: (data: bytes, h: float64[DOWN_STATE_SHAPE], x: float64[DOWN_WINDOW_SHAPE],
+    #: istate: int64[ISTATE_SIZE], ulaw: bool, out: uint8[…], offset: int) -> samples written.
     downsample: Callable[..., int]
-    #: (text: bytes, x, istate, pcm: int16[≥ 3 × bytes], work: uint8[≥ 15 × bytes]) -> base64
-    #: characters written at work[0 …], or -1 if `text` is not canonical base64.
+    #: (text: bytes, h, x, istate, pcm: int16[≥ 3 × bytes], work: uint8[≥ 15 × bytes]) ->
+    #: base64 characters written at work[0 …], or -1 if `text` is not canonical base64.
     upsample_b64: Callable[..., int]
-    #: (text: bytes, x, istate, work: uint8[≥ ¾ len(text)], out: uint8[…], offset: int) ->
+    #: (text: bytes, h, x, istate, work: uint8[≥ ¾ len(text)], out: uint8[…], offset: int) ->
     #: μ-law codes written, or -1 if `text` is not canonical base64.
     downsample_b64: Callable[..., int]
 
@@ -439,14 +463,15 @@ def build_kernels(
     for array in (w_up, w_down, dec, enc):
         array.flags.writeable = False
 
-    def upsample(data, ulaw, x, istate, out):  # type: ignore[no-untyped-def]
-        return _upsample(np.frombuffer(data, np.uint8), len(data), ulaw, x, istate, out, w_up, dec)
-
-    def downsample(data, x, istate, ulaw, out, offset):  # type: ignore[no-untyped-def]
+    def upsample(data, ulaw, h, x, istate, out):  # type: ignore[no-untyped-def]
         raw = np.frombuffer(data, np.uint8)
-        return _downsample(raw, len(data), x, istate, ulaw, out, offset, w_down)
+        return _upsample(raw, len(data), ulaw, h, x, istate, out, w_up, dec)
 
-    def upsample_b64(text, x, istate, pcm, work):  # type: ignore[no-untyped-def]
+    def downsample(data, h, x, istate, ulaw, out, offset):  # type: ignore[no-untyped-def]
+        raw = np.frombuffer(data, np.uint8)
+        return _downsample(raw, len(data), h, x, istate, ulaw, out, offset, w_down)
+
+    def upsample_b64(text, h, x, istate, pcm, work):  # type: ignore[no-untyped-def]
         """Base64 μ-law `text` -> 24 kHz PCM16 as base64 at work[0 : returned], or -1 when
         `text` is not canonical base64 (see `_b64_decode`). `work` must hold 15 bytes per
         μ-law byte (text, PCM bytes, μ-law) and `pcm` 3 samples per μ-law byte."""
@@ -456,7 +481,7 @@ def build_kernels(
         n = _b64_decode(raw, ulaw)
         if n < 0:
             return -1
-        count = _upsample(ulaw, n, True, x, istate, pcm, w_up, dec)
+        count = _upsample(ulaw, n, True, h, x, istate, pcm, w_up, dec)
         wire = work[8 * cap : 14 * cap]  # little-endian PCM16, as the Realtime API takes it
         for i in range(count):
             value = np.int64(pcm[i])
@@ -464,18 +489,18 @@ def build_kernels(
             wire[2 * i + 1] = (value >> 8) & 0xFF
         return _b64_encode(wire, 2 * count, work)
 
-    def downsample_b64(text, x, istate, work, out, offset):  # type: ignore[no-untyped-def]
+    def downsample_b64(text, h, x, istate, work, out, offset):  # type: ignore[no-untyped-def]
         """Base64 PCM16 `text` -> μ-law codes at out[offset …]; returns how many, or -1 when
         `text` is not canonical base64. `work` holds the decoded bytes (¾ of the text)."""
         n = _b64_decode(np.frombuffer(text, np.uint8), work)
         if n < 0:
             return -1
-        return _downsample(work, n, x, istate, True, out, offset, w_down)
+        return _downsample(work, n, h, x, istate, True, out, offset, w_down)
 
     data = types.Bytes(types.uint8, 1, "C", readonly=True)
     istate = types.Array(types.int64, 1, "C")
-    x_up = types.Array(types.float64, 1, "C")
-    x_down = types.Array(types.float64, 2, "C")
+    f64_1d = types.Array(types.float64, 1, "C")  # a state h or a window x, upsampling
+    f64_2d = types.Array(types.float64, 2, "C")  # the same, downsampling
     u8 = types.Array(types.uint8, 1, "C")
     i16 = types.Array(types.int16, 1, "C")
 
@@ -483,8 +508,10 @@ def build_kernels(
         return compile_cached(kernel, [types.int64(*args)])
 
     return Kernels(
-        upsample=compiled(upsample, data, types.boolean, x_up, istate, i16),
-        downsample=compiled(downsample, data, x_down, istate, types.boolean, u8, types.int64),
-        upsample_b64=compiled(upsample_b64, data, x_up, istate, i16, u8),
-        downsample_b64=compiled(downsample_b64, data, x_down, istate, u8, u8, types.int64),
+        upsample=compiled(upsample, data, types.boolean, f64_1d, f64_1d, istate, i16),
+        downsample=compiled(
+            downsample, data, f64_2d, f64_2d, istate, types.boolean, u8, types.int64
+        ),
+        upsample_b64=compiled(upsample_b64, data, f64_1d, f64_1d, istate, i16, u8),
+        downsample_b64=compiled(downsample_b64, data, f64_2d, f64_2d, istate, u8, u8, types.int64),
     )

@@ -6,8 +6,9 @@ samples, and what goes back to Twilio is always whole 20 ms frames.
 
 In pcm16, per frame and direction this is one compiled kernel call (base64 decode, μ-law
 decode or encode, resample, round, and inbound the base64 encode: see `bridge.audio._kernels`)
-writing into buffers allocated once per call, plus a binascii encode per 160-byte frame out;
-the base64 text is the only new object. Text that is not canonical base64 goes through
+working in the thread's buffers (`bridge.audio.workspace`) and keeping only the filter
+history per call, plus a binascii encode per 160-byte frame out; the base64 text is the only
+new object. Text that is not canonical base64 goes through
 binascii instead, so acceptance and errors are binascii's strict mode either way.
 """
 
@@ -18,12 +19,10 @@ import codecs
 import sys
 from typing import Literal, Protocol, runtime_checkable
 
-import numpy as np
-from numpy.typing import NDArray
-
 from bridge.audio._kernels import ODD_FLAG
 from bridge.audio.framer import FRAME_BYTES, Framer
 from bridge.audio.resample import KERNELS, Resampler8kTo24k, Resampler24kTo8k
+from bridge.audio.workspace import PER_THREAD
 
 __all__ = ["AudioPipeline", "Pcm16Pipeline", "PcmuPipeline", "make_pipeline"]
 
@@ -90,9 +89,6 @@ class Pcm16Pipeline:
         self._up = Resampler8kTo24k()
         self._down = Resampler24kTo8k()
         self._framer = Framer()
-        self._grow_inbound(FRAME_BYTES + 2)  # 216 base64 characters hold 162 bytes
-        self._outbound_chars = 4 * (6 * FRAME_BYTES) // 3  # 20 ms at 24 kHz: 1280 characters
-        self._pcm_work = np.empty(self._outbound_chars // 4 * 3, dtype=np.uint8)
 
     def inbound(self, payload_b64: str) -> str:
         """Twilio μ-law -> 24 kHz PCM16; caller audio is one continuous signal, never reset.
@@ -105,23 +101,25 @@ class Pcm16Pipeline:
             text = payload_b64.encode("ascii")
         except UnicodeEncodeError:
             return self._inbound_binascii(payload_b64)
-        if len(text) > self._inbound_chars:
-            self._grow_inbound(len(text) // 4 * 3 + 3)
+        space = PER_THREAD.workspace
+        if len(text) > space.inbound_chars:
+            space.grow_inbound(len(text) // 4 * 3 + 3)
         up = self._up
-        chars = _upsample_b64(text, up._x, up._istate, self._pcm24k, self._work)
+        chars = _upsample_b64(text, up._h, space.up_window, up._istate, space.pcm24k, space.work)
         if chars < 0:
             return self._inbound_binascii(payload_b64)
-        return _ascii(self._work_view[:chars])[0]
+        return _ascii(space.work_view[:chars])[0]
 
     def _inbound_binascii(self, payload_b64: str) -> str:
         ulaw = _b64decode(payload_b64, "Twilio media payload")
-        pcm = self._pcm24k
-        if 3 * len(ulaw) > len(pcm):
-            pcm = self._grow_inbound(len(ulaw))
+        space = PER_THREAD.workspace
+        if 3 * len(ulaw) > len(space.pcm24k):
+            space.grow_inbound(len(ulaw))
+        pcm = space.pcm24k
         up = self._up
-        count = _upsample(ulaw, True, up._x, up._istate, pcm)
+        count = _upsample(ulaw, True, up._h, space.up_window, up._istate, pcm)
         if _LITTLE_ENDIAN:  # the buffer's bytes are already the wire's little-endian PCM16
-            return _b2a(self._pcm24k_bytes[: 2 * count], newline=False).decode("ascii")
+            return _b2a(space.pcm24k_bytes[: 2 * count], newline=False).decode("ascii")
         return _b64encode(pcm[:count].astype("<i2").tobytes())
 
     def outbound(self, delta_b64: str) -> list[str]:
@@ -134,9 +132,9 @@ class Pcm16Pipeline:
             text = delta_b64.encode("ascii")
         except UnicodeEncodeError:
             return self._outbound_binascii(delta_b64)
-        if len(text) > self._outbound_chars:
-            self._outbound_chars = len(text)
-            self._pcm_work = np.empty(len(text) // 4 * 3, dtype=np.uint8)
+        space = PER_THREAD.workspace
+        if len(text) > space.outbound_chars:
+            space.grow_outbound(len(text))
         down = self._down
         fed = down._fed
         odd = fed or down._istate[ODD_FLAG]  # only needed while nothing was fed
@@ -144,7 +142,7 @@ class Pcm16Pipeline:
         # At most (2 pending + (bytes + 1 odd) / 2) / 3 codes, which is <= bytes // 6 + 1.
         buffer = framer.reserve(len(text) // 8 + 1)
         written = _downsample_b64(
-            text, down._x, down._istate, self._pcm_work, buffer, framer.pending
+            text, down._h, space.down_window, down._istate, space.pcm_work, buffer, framer.pending
         )
         if written < 0:
             return self._outbound_binascii(delta_b64)
@@ -160,7 +158,8 @@ class Pcm16Pipeline:
             down._note_input(pcm)
         framer = self._framer
         buffer = framer.reserve(len(pcm) // 6 + 1)
-        written = _downsample(pcm, down._x, down._istate, True, buffer, framer.pending)
+        window = PER_THREAD.workspace.down_window
+        written = _downsample(pcm, down._h, window, down._istate, True, buffer, framer.pending)
         return framer.commit_b64(written)
 
     def flush(self) -> list[str]:
@@ -175,7 +174,8 @@ class Pcm16Pipeline:
         if down._fed:
             zeros = down._drain_bytes()
             buffer = framer.reserve(len(zeros) // 6 + 1)
-            written = _downsample(zeros, down._x, down._istate, True, buffer, framer.pending)
+            window, pending = PER_THREAD.workspace.down_window, framer.pending
+            written = _downsample(zeros, down._h, window, down._istate, True, buffer, pending)
             frames = framer.commit_b64(written)
         down.reset()
         return frames + framer.flush_b64()
@@ -184,16 +184,6 @@ class Pcm16Pipeline:
         """Barge-in: nothing of the interrupted item may leak into the next one."""
         self._down.reset()
         self._framer.reset()
-
-    def _grow_inbound(self, n_in: int) -> NDArray[np.int16]:
-        """The inbound buffers, big enough for `n_in` μ-law bytes (frames are 160): the
-        24 kHz samples, and the kernel's work buffer (`_kernels.build_kernels`)."""
-        self._inbound_chars = n_in // 3 * 4
-        self._pcm24k = np.empty(3 * n_in, dtype=np.int16)
-        self._pcm24k_bytes = memoryview(self._pcm24k).cast("B")
-        self._work = np.empty(15 * n_in, dtype=np.uint8)
-        self._work_view = memoryview(self._work)
-        return self._pcm24k
 
 
 class PcmuPipeline:

@@ -25,8 +25,17 @@ from numpy.typing import NDArray
 from scipy import signal
 
 from bridge.audio import _kernels
-from bridge.audio._kernels import BLOCK, HISTORY, ODD_FLAG, PENDING, TAPS_PER_PHASE
+from bridge.audio._kernels import (
+    BLOCK,
+    DOWN_STATE_SHAPE,
+    HISTORY,
+    ODD_FLAG,
+    PENDING,
+    TAPS_PER_PHASE,
+    UP_STATE_SHAPE,
+)
 from bridge.audio.g711 import ULAW_DECODE_TABLE, ULAW_ENCODE_TABLE
+from bridge.audio.workspace import PER_THREAD
 
 __all__ = [
     "HIGH_RATE_HZ",
@@ -110,7 +119,7 @@ def _as_int16(samples: NDArray[np.integer]) -> NDArray[np.int16]:
 class _StreamingResampler:
     """What both directions share: byte input with an odd byte carried, drain and reset."""
 
-    #: Input samples per internal block of the kernel (the state buffers' size).
+    #: Input samples per internal block of the kernel (the size of its window).
     block: int
 
     def __init__(self) -> None:
@@ -189,8 +198,8 @@ class Resampler8kTo24k(_StreamingResampler):
 
     def __init__(self) -> None:
         super().__init__()
-        #: The kernel's input history: HISTORY past samples, then room for a block.
-        self._x = np.zeros(HISTORY + BLOCK, dtype=np.float64)
+        #: The kernel's input history: HISTORY past samples (the window is the thread's).
+        self._h = np.zeros(UP_STATE_SHAPE, dtype=np.float64)
         self._delay_samples_24k = (NUM_TAPS - 1) // 2
 
     @property
@@ -205,14 +214,14 @@ class Resampler8kTo24k(_StreamingResampler):
         if not self._fed:
             self._note_input(data)
         out = np.empty(RATIO * ((len(data) + int(self._istate[ODD_FLAG])) // 2), dtype=np.int16)
-        KERNELS.upsample(data, False, self._x, self._istate, out)
+        KERNELS.upsample(data, False, self._h, PER_THREAD.workspace.up_window, self._istate, out)
         return out
 
     def _drain_length(self) -> int:
         return HISTORY
 
     def _reset_filter(self) -> None:
-        self._x[:HISTORY] = 0.0
+        self._h[:] = 0.0
 
 
 class Resampler24kTo8k(_StreamingResampler):
@@ -226,9 +235,9 @@ class Resampler24kTo8k(_StreamingResampler):
 
     def __init__(self) -> None:
         super().__init__()
-        #: The kernel's window, de-interleaved: rows 0–2 (phase) by HISTORY past triplets,
-        #: a block of new ones and the one being filled; row 3 is scratch.
-        self._x = np.zeros((RATIO + 1, HISTORY + BLOCK + 1), dtype=np.float64)
+        #: What the kernel keeps, de-interleaved: rows 0–2 (phase) by HISTORY past triplets
+        #: and the one being filled (the window is the thread's).
+        self._h = np.zeros(DOWN_STATE_SHAPE, dtype=np.float64)
         # The first output's window holds num_taps − 3 samples of (silent) history.
         self._lead = NUM_TAPS - RATIO
         self._delay_samples_24k = (NUM_TAPS - 1) // 2 - (RATIO - 1)
@@ -251,7 +260,8 @@ class Resampler24kTo8k(_StreamingResampler):
             self._note_input(data)
         n = (len(data) + int(self._istate[ODD_FLAG])) // 2
         out = np.empty(2 * self.output_count(n), dtype=np.uint8)
-        KERNELS.downsample(data, self._x, self._istate, False, out, 0)
+        window = PER_THREAD.workspace.down_window
+        KERNELS.downsample(data, self._h, window, self._istate, False, out, 0)
         samples = out.view("<i2")
         return samples if _LITTLE_ENDIAN else samples.astype(np.int16)
 
@@ -261,4 +271,4 @@ class Resampler24kTo8k(_StreamingResampler):
         return self._lead + (-self.pending) % RATIO
 
     def _reset_filter(self) -> None:
-        self._x[:RATIO, :HISTORY] = 0.0
+        self._h[:] = 0.0

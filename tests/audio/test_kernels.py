@@ -423,14 +423,15 @@ def test_base64_acceptance_and_errors_are_exactly_binascii_strict() -> None:
 def test_the_kernel_decoder_takes_canonical_text_and_leaves_the_rest_to_binascii() -> None:
     """`-1` from the kernel for non-canonical text that binascii still decodes, so such text
     is decoded by binascii; canonical text never takes that path."""
-    x = np.zeros((4, kernels.HISTORY + kernels.BLOCK + 1))
+    h = np.zeros(kernels.DOWN_STATE_SHAPE)
+    x = np.zeros(kernels.DOWN_WINDOW_SHAPE)
     work = np.zeros(64, dtype=np.uint8)
     out = np.zeros(64, dtype=np.uint8)
     for text in (b"AAAA=", b"AA=A", b"AAA", b"AAAA AAAA", b"-_AA"):
         state = np.zeros(kernels.ISTATE_SIZE, dtype=np.int64)
-        assert KERNELS.downsample_b64(text, x, state, work, out, 0) == -1
+        assert KERNELS.downsample_b64(text, h, x, state, work, out, 0) == -1
     for data in (b"", b"\x00\x01", b"\x00\x01\x02\x03", bytes(range(12))):
         state = np.zeros(kernels.ISTATE_SIZE, dtype=np.int64)
         text = base64.b64encode(data)
-        assert KERNELS.downsample_b64(text, x, state, work, out, 0) == len(data) // 6
+        assert KERNELS.downsample_b64(text, h, x, state, work, out, 0) == len(data) // 6
         assert bytes(work[: len(data)]) == data
