@@ -9,7 +9,8 @@ tick of every call started with cache misses. One set per thread stays in cache.
 
 Per thread, not per process: a kernel holds the GIL while it runs, but its result is copied
 out after it returns, and another thread's kernel must not write the same buffers in between.
-The buffers grow (never shrink) to the largest message seen on the thread.
+The buffers grow (never shrink) to the largest message seen on the thread, which the sockets'
+size caps bound: a 64 KiB Twilio message needs 1 MB, a 4 MiB model delta 3 MB.
 """
 
 from __future__ import annotations
