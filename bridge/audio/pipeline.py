@@ -6,10 +6,10 @@ samples, and what goes back to Twilio is always whole 20 ms frames.
 
 In pcm16, per frame and direction this is one compiled kernel call (base64 decode, μ-law
 decode or encode, resample, round, and inbound the base64 encode: see `bridge.audio._kernels`)
-working in the thread's buffers (`bridge.audio.workspace`) and keeping only the filter
-history per call, plus a binascii encode per 160-byte frame out; the base64 text is the only
-new object. Text that is not canonical base64 goes through
-binascii instead, so acceptance and errors are binascii's strict mode either way.
+working in the thread's buffers (`bridge.audio.workspace`), plus a binascii encode per
+160-byte frame out; a call keeps only its filter state and framer, and the base64 text is the
+only new object. Text that is not canonical base64 goes through binascii instead, so
+acceptance and errors are binascii's strict mode either way.
 """
 
 from __future__ import annotations
