@@ -40,3 +40,15 @@ async def test_every_tick_relays_a_frame_each_way_and_echoes_its_mark(mode: str)
         assert all(part > 0 for part in spent)
         codes[target] = hotpath.bytecodes_per_tick(caller, ticks=5)
     assert codes["bridge"] > codes["floor"] > 20
+
+
+async def test_calls_taking_turns_each_relay_every_tick_in_both_directions() -> None:
+    hotpath = load_hotpath()
+    for target in ("bridge", "floor"):
+        callers = [hotpath.Caller(target, "pcm16", i) for i in range(3)]
+        parts = hotpath.timed_in_turn(callers, 6)  # 7 rounds of 2 ticks per call
+        assert all(part > 0 for part in parts)
+        for caller in callers:
+            assert caller.upstream.sent == 14 + (target == "bridge")
+            assert caller.twilio.sent == 28  # a media and its mark per delta
+            assert caller.twilio.marks == []  # all echoed back
