@@ -2,9 +2,10 @@
 
 `upsample`: μ-law (or PCM16) bytes -> decode -> 8k→24k polyphase FIR -> round, saturate ->
 int16. `downsample`: PCM16 bytes -> 24k→8k decimating FIR -> round, saturate -> μ-law codes
-(or PCM16 bytes), written straight into the framer's buffer. Both work on state buffers their
-caller allocated once; an odd trailing byte and the 0–2 samples of an unfinished triplet wait
-there for the next call. The filter is designed once with `scipy.signal.remez`
+(or PCM16 bytes), written straight into the framer's buffer. Both keep their state (filter
+history, an odd trailing byte, the 0–2 samples of an unfinished triplet) in small arrays
+their caller allocated once, and convolve in a window the caller lends them, one per thread
+(`bridge.audio.workspace`). The filter is designed once with `scipy.signal.remez`
 (`resample.design_lowpass`); only the streaming convolution is compiled here. The taps and
 the μ-law tables are compile-time constants of the kernels (closure variables, which numba
 freezes and also hashes into the cache key, so a different design is never served stale).
