@@ -151,43 +151,52 @@ class Caller:
         self.twilio.marks.clear()
 
 
-def timed(callers: list[Caller], ticks: int, evict: bool) -> list[float]:
-    """Median over 7 rounds of µs per tick spent on each kind of message."""
+def median_of_rounds(
+    callers: list[Caller], ticks: int, one_pass: Callable[[list[float]], None]
+) -> list[float]:
+    """Median over 7 rounds of µs per tick spent on each kind of message; `one_pass` gives
+    every caller one tick, adding the seconds each kind took to its argument."""
     rounds: list[list[float]] = []
     per_caller = max(1, ticks // len(callers))
     for _ in range(7):
         spent = [0.0, 0.0, 0.0]
         for _ in range(per_caller):
-            for caller in callers:
-                caller.tick(evict, spent)
+            one_pass(spent)
         rounds.append([1e6 * s / (per_caller * len(callers)) for s in spent])
     return [statistics.median(r[k] for r in rounds) for k in range(3)]
+
+
+def timed(callers: list[Caller], ticks: int, evict: bool) -> list[float]:
+    """Each call's whole tick before the next call's."""
+
+    def one_pass(spent: list[float]) -> None:
+        for caller in callers:
+            caller.tick(evict, spent)
+
+    return median_of_rounds(callers, ticks, one_pass)
 
 
 def timed_in_turn(callers: list[Caller], ticks: int) -> list[float]:
-    """As `timed`, but each kind of message goes to every call before the next kind."""
+    """Each kind of message to every call before the next kind."""
     clock = time.perf_counter
-    rounds: list[list[float]] = []
-    per_caller = max(1, ticks // len(callers))
-    for _ in range(7):
-        spent = [0.0, 0.0, 0.0]
-        for _ in range(per_caller):
-            started = clock()
-            for caller in callers:
-                caller.on_twilio(caller.media)
-            media_done = clock()
-            for caller in callers:
-                caller.on_upstream(caller.delta)
-            deltas_done = clock()
-            for caller in callers:
-                for echo in caller.twilio.marks:
-                    caller.on_twilio(echo)
-                caller.twilio.marks.clear()
-            spent[0] += media_done - started
-            spent[1] += deltas_done - media_done
-            spent[2] += clock() - deltas_done
-        rounds.append([1e6 * s / (per_caller * len(callers)) for s in spent])
-    return [statistics.median(r[k] for r in rounds) for k in range(3)]
+
+    def one_pass(spent: list[float]) -> None:
+        started = clock()
+        for caller in callers:
+            caller.on_twilio(caller.media)
+        media_done = clock()
+        for caller in callers:
+            caller.on_upstream(caller.delta)
+        deltas_done = clock()
+        for caller in callers:
+            for echo in caller.twilio.marks:
+                caller.on_twilio(echo)
+            caller.twilio.marks.clear()
+        spent[0] += media_done - started
+        spent[1] += deltas_done - media_done
+        spent[2] += clock() - deltas_done
+
+    return median_of_rounds(callers, ticks, one_pass)
 
 
 def bytecodes_per_tick(caller: Caller, ticks: int = 50) -> float:

@@ -96,12 +96,12 @@ def _sid(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _refused(msg: dict[str, Any], event: str, inner: str, key: str) -> StreamProtocolError:
-    """Why the fast path refused a `media` or `mark` message: its object, that object's
-    string field, or else the streamSid."""
-    obj = msg.get(inner)
+def _refused(msg: dict[str, Any], event: str, key: str) -> StreamProtocolError:
+    """Why the fast path refused a `media` or `mark` message: its object (named as the
+    event), that object's string field `key`, or else the streamSid."""
+    obj = msg.get(event)
     if type(obj) is not dict:
-        return StreamProtocolError(f"'{event}' message without a '{inner}' object")
+        return StreamProtocolError(f"'{event}' message without a '{event}' object")
     if type(obj.get(key)) is not str:
         return StreamProtocolError(f"{event}: '{key}' missing or not a string")
     return StreamProtocolError(f"{event}: 'streamSid' missing or not a string")
@@ -124,9 +124,9 @@ def parse(raw: str | bytes) -> TwilioEvent:
             payload = media["payload"]  # takes a str key, so this line proves `media` is one
             sid = msg["streamSid"]
         except (KeyError, TypeError):
-            raise _refused(msg, "media", "media", "payload") from None
+            raise _refused(msg, "media", "payload") from None
         if type(payload) is not str or type(sid) is not str:
-            raise _refused(msg, "media", "media", "payload")
+            raise _refused(msg, "media", "payload")
         track = media.get("track", "inbound")
         # No SID regex on the hot path: the call compares it with the one `start` validated.
         return Media(sid, payload, track if type(track) is str else str(track))
@@ -135,9 +135,9 @@ def parse(raw: str | bytes) -> TwilioEvent:
             name = msg["mark"]["name"]
             sid = msg["streamSid"]
         except (KeyError, TypeError):
-            raise _refused(msg, "mark", "mark", "name") from None
+            raise _refused(msg, "mark", "name") from None
         if type(name) is not str or type(sid) is not str:
-            raise _refused(msg, "mark", "mark", "name")
+            raise _refused(msg, "mark", "name")
         return Mark(sid, name)
     if event == "start":
         start = _obj(msg, "start")

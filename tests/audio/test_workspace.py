@@ -16,7 +16,7 @@ from itertools import zip_longest
 import numpy as np
 
 from bridge.audio import Pcm16Pipeline, Resampler8kTo24k, Resampler24kTo8k
-from bridge.audio.workspace import Workspace, workspace
+from bridge.audio.workspace import workspace
 from tests.audio.signals import random_spans
 
 
@@ -127,4 +127,3 @@ def test_a_calls_filter_state_is_776_bytes_and_the_working_buffers_are_per_threa
         for name in ("up_window", "down_window", "pcm24k", "work", "pcm_work")
     )
     assert shared > 10 * 1024  # what each call used to allocate (and write every frame)
-    assert isinstance(space, Workspace)
