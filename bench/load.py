@@ -616,6 +616,57 @@ def summary(steps: list[Step]) -> list[str]:
     return lines
 
 
+def markdown_table(steps: list[Step]) -> list[str]:
+    """The README's table, as Markdown: per target, mode and N the median step by CPU (the
+    lower middle one for an even count) with that step's latency; late and dropped frames
+    summed over all of that N's steps; RSS per call the slope over N. Then the bridge/floor
+    ratios, each the median of the pairs of one N."""
+    groups: dict[tuple[str, str, int], list[Step]] = defaultdict(list)
+    by_target: dict[tuple[str, str], list[Step]] = defaultdict(list)
+    for s in steps:
+        groups[s.target, s.mode, s.calls].append(s)
+        by_target[s.target, s.mode].append(s)
+    slopes = {key: rss_slope(group) for key, group in by_target.items()}
+    modes = sorted({s.mode for s in steps}, key=lambda m: (m != "pcm16", m))
+    lines = [
+        "| target | mode | N | CPU ms/call-s (user + sys) | core % | RSS MiB/call "
+        "| in p50 / p99 ms | out p50 / p99 ms | late | dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in modes:
+        for n in sorted({s.calls for s in steps if s.mode == mode}):
+            for target in ("bridge", "floor"):
+                group = groups.get((target, mode, n))
+                if not group:
+                    continue
+                ranked = sorted(group, key=lambda s: (math.isnan(s.cpu_ms), s.cpu_ms))
+                s = ranked[(len(ranked) - 1) // 2]
+                flags = ("" if s.valid else " INVALID") + (" SATURATED" if s.saturated else "")
+                late = sum(x.late_in + x.late_out for x in group)
+                dropped = sum(x.dropped_in + x.dropped_out for x in group)
+                lines.append(
+                    f"| {target} | {mode} | {n} | {_f(s.cpu_ms)} ({_f(s.cpu_user_ms)} + "
+                    f"{_f(s.cpu_sys_ms)}){flags} | {_f(s.server_cpu, 0)} "
+                    f"| {_f(slopes[target, mode], 3)} | {_f(s.in_p50, 2)} / {_f(s.in_p99, 1)} "
+                    f"| {_f(s.out_p50, 2)} / {_f(s.out_p99, 1)} | {late} | {dropped} |"
+                )
+    ratios = []
+    for mode in modes:
+        per_n: dict[int, list[float]] = defaultdict(list)
+        floors = {(s.calls, s.repeat): s for s in by_target.get(("floor", mode), [])}
+        for s in by_target.get(("bridge", mode), []):
+            f = floors.get((s.calls, s.repeat))
+            if f is not None and f.cpu_ms > 0 and not math.isnan(s.cpu_ms):
+                per_n[s.calls].append(s.cpu_ms / f.cpu_ms)
+        if per_n:
+            ns = sorted(per_n)
+            medians = " / ".join(f"{float(np.median(per_n[n])):.2f}" for n in ns)
+            ratios.append(f"{mode} {medians} (N = {' / '.join(map(str, ns))})")
+    if ratios:
+        lines += ["", "bridge/floor CPU, the median of each N's pairs: " + "; ".join(ratios)]
+    return lines
+
+
 def leaks(steps: list[Step]) -> list[str]:
     lines = ["sockets and tasks of the server (idle → during → after hang-up, and when):"]
     for s in steps:
@@ -814,6 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(summary(steps)))
     print("\n".join(leaks(steps)))
+    if not opts.soak:
+        print("\nThe README's table (the median step by CPU of each target, mode and N):")
+        print("\n".join(markdown_table(steps)))
     if opts.soak and steps:
         print("\n".join(soak_report(steps[0])))
     if opts.json:

@@ -49,3 +49,56 @@ def test_a_single_run_reports_no_median() -> None:
     lines = load.summary([step(load, "bridge", 0, 4.8), step(load, "floor", 0, 3.0)])
     assert any("4.80 / 3.00 = 1.60" in line for line in lines)
     assert not any("median of" in line for line in lines)
+
+
+def full_step(
+    load: ModuleType, target: str, calls: int, repeat: int, cpu_ms: float, **kw: object
+) -> object:
+    """A step with CPU split 60/40, p99 in = CPU, p99 out = twice it, RSS 0.07 MiB per call."""
+    fields = dict(cpu_user_ms=cpu_ms * 0.6, cpu_sys_ms=cpu_ms * 0.4, server_cpu=cpu_ms * calls / 10)
+    fields |= dict(in_p50=0.3, in_p99=cpu_ms, out_p50=0.4, out_p99=2 * cpu_ms, rss_idle=250.0)
+    fields |= dict(rss=250.0 + 0.07 * calls)
+    fields |= kw
+    return load.Step(
+        target=target, mode="pcm16", calls=calls, repeat=repeat, cpu_ms=cpu_ms, **fields
+    )
+
+
+def test_the_readme_table_is_each_ns_median_step_with_its_own_latency() -> None:
+    load = load_bench()
+    steps = [
+        full_step(load, "bridge", 100, 0, 6.0, late_in=3),
+        full_step(load, "floor", 100, 0, 3.0),
+        full_step(load, "bridge", 100, 1, 4.2, late_out=2, dropped_in=1),
+        full_step(load, "floor", 100, 1, 3.0),
+        full_step(load, "bridge", 100, 2, 4.4),
+        full_step(load, "floor", 100, 2, 3.2),
+        # two steps: the lower middle by CPU is the median; one of them invalid
+        full_step(load, "bridge", 200, 0, 3.9, invalid="generator lagged"),
+        full_step(load, "bridge", 200, 1, 3.5),
+    ]
+    lines = load.markdown_table(steps)
+    assert lines[0].startswith("| target | mode | N | CPU ms/call-s")
+    rows = [line.split(" | ") for line in lines[2:] if line.startswith("| ")]
+    assert [(r[0], r[2]) for r in rows] == [
+        ("| bridge", "100"),
+        ("| floor", "100"),
+        ("| bridge", "200"),
+    ]
+    bridge100, floor100, bridge200 = rows
+    # the median of 6.0, 4.2, 4.4 is the 4.4 step: its CPU split and its latency, not another's
+    assert bridge100[3] == "4.4 (2.6 + 1.8)"
+    assert (bridge100[6], bridge100[7]) == ("0.30 / 4.4", "0.40 / 8.8")
+    assert (bridge100[8], bridge100[9]) == ("5", "1 |")  # late and dropped of all three steps
+    assert bridge100[5] == "0.070"  # the RSS slope over N
+    assert floor100[3] == "3.0 (1.8 + 1.2)"
+    assert bridge200[3] == "3.5 (2.1 + 1.4)"
+    # 6.0/3.0 = 2.00, 4.2/3.0 = 1.40, 4.4/3.2 = 1.375: the median 1.40; no floor at 200
+    assert lines[-1] == "bridge/floor CPU, the median of each N's pairs: pcm16 1.40 (N = 100)"
+
+
+def test_an_invalid_median_step_says_so_in_its_row() -> None:
+    load = load_bench()
+    lines = load.markdown_table([full_step(load, "bridge", 50, 0, 4.0, invalid="lagged")])
+    (row,) = [line for line in lines if line.startswith("| bridge")]
+    assert "4.0 (2.4 + 1.6) INVALID |" in row
