@@ -54,7 +54,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -170,15 +170,15 @@ def cpu_seconds(pid: int) -> float:
         return total / 1e9
     except (OSError, ValueError):
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+            stat = f.read().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / _TICK
 
 
 def user_system_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of `pid`, at clock-tick resolution: Python vs kernel work."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+        stat = f.read().rsplit(")", 1)[1].split()
+    return int(stat[11]) / _TICK, int(stat[12]) / _TICK
 
 
 def rss_mib(pid: int) -> float:
@@ -562,6 +562,19 @@ def rss_slope(steps: list[Step]) -> float:
     return float(np.polyfit(n, r, 1)[0])
 
 
+def pairs(steps: list[Step]) -> list[tuple[Step, Step]]:
+    """Each bridge step with the floor step of the same mode, N and repeat (by mode, then in
+    the bridge steps' order); pairs whose floor has no CPU figure are left out."""
+    floors = {(s.mode, s.calls, s.repeat): s for s in steps if s.target == "floor"}
+    found = []
+    for mode in sorted({s.mode for s in steps}):
+        for s in steps:
+            f = floors.get((mode, s.calls, s.repeat))
+            if s.target == "bridge" and s.mode == mode and f is not None and f.cpu_ms > 0:
+                found.append((s, f))
+    return found
+
+
 def summary(steps: list[Step]) -> list[str]:
     lines = []
     groups: dict[tuple[str, str], list[Step]] = defaultdict(list)
@@ -572,17 +585,13 @@ def summary(steps: list[Step]) -> list[str]:
         lines.append(f"  {target:<7}{mode:<6} {_f(rss_slope(group), 3)}")
     lines.append("bridge/floor CPU per call-second:")
     ratios: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for mode in sorted({s.mode for s in steps}):
-        floors = {(s.calls, s.repeat): s for s in groups.get(("floor", mode), [])}
-        for s in groups.get(("bridge", mode), []):
-            f = floors.get((s.calls, s.repeat))
-            if f is not None and f.cpu_ms > 0:
-                note = " (SATURATED: not a real-time figure)" if s.saturated or f.saturated else ""
-                ratios[mode, s.calls].append(s.cpu_ms / f.cpu_ms)
-                lines.append(
-                    f"  {mode:<6}N={s.calls:<4} {s.cpu_ms:.2f} / {f.cpu_ms:.2f} = "
-                    f"{s.cpu_ms / f.cpu_ms:.2f}  (target ≤ {TARGET_RATIO}){note}"
-                )
+    for s, f in pairs(steps):
+        note = " (SATURATED: not a real-time figure)" if s.saturated or f.saturated else ""
+        ratios[s.mode, s.calls].append(s.cpu_ms / f.cpu_ms)
+        lines.append(
+            f"  {s.mode:<6}N={s.calls:<4} {s.cpu_ms:.2f} / {f.cpu_ms:.2f} = "
+            f"{s.cpu_ms / f.cpu_ms:.2f}  (target ≤ {TARGET_RATIO}){note}"
+        )
     for (mode, calls), values in ratios.items():
         if len(values) > 1:
             median = float(np.median(values))
@@ -650,18 +659,14 @@ def markdown_table(steps: list[Step]) -> list[str]:
                     f"| {_f(slopes[target, mode], 3)} | {_f(s.in_p50, 2)} / {_f(s.in_p99, 1)} "
                     f"| {_f(s.out_p50, 2)} / {_f(s.out_p99, 1)} | {late} | {dropped} |"
                 )
+    per_n: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for s, f in pairs(steps):
+        per_n[s.mode][s.calls].append(s.cpu_ms / f.cpu_ms)
     ratios = []
-    for mode in modes:
-        per_n: dict[int, list[float]] = defaultdict(list)
-        floors = {(s.calls, s.repeat): s for s in by_target.get(("floor", mode), [])}
-        for s in by_target.get(("bridge", mode), []):
-            f = floors.get((s.calls, s.repeat))
-            if f is not None and f.cpu_ms > 0 and not math.isnan(s.cpu_ms):
-                per_n[s.calls].append(s.cpu_ms / f.cpu_ms)
-        if per_n:
-            ns = sorted(per_n)
-            medians = " / ".join(f"{float(np.median(per_n[n])):.2f}" for n in ns)
-            ratios.append(f"{mode} {medians} (N = {' / '.join(map(str, ns))})")
+    for mode in (m for m in modes if m in per_n):
+        ns = sorted(per_n[mode])
+        medians = " / ".join(f"{float(np.median(per_n[mode][n])):.2f}" for n in ns)
+        ratios.append(f"{mode} {medians} (N = {' / '.join(map(str, ns))})")
     if ratios:
         lines += ["", "bridge/floor CPU, the median of each N's pairs: " + "; ".join(ratios)]
     return lines
@@ -808,6 +813,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the server in each step")
     parser.add_argument("--json", metavar="FILE", help="also write every step as JSON")
+    parser.add_argument(
+        "--report", metavar="FILE", help="print the summary and table of a --json file; no run"
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep raw measurements and logs here")
     opts = parser.parse_args(argv)
     preset = QUICK if opts.quick else FULL
@@ -823,8 +831,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return opts
 
 
+def save_steps(steps: list[Step], path: Path) -> None:
+    path.write_text(json.dumps([asdict(s) | {"valid": s.valid} for s in steps], indent=1))
+
+
+def load_steps(path: Path) -> list[Step]:
+    """The steps of a run saved with --json (what a later version added stays at its default)."""
+    names = {f.name for f in fields(Step)}
+    steps = []
+    for saved in json.loads(path.read_text()):
+        step = Step(**{k: v for k, v in saved.items() if k in names})
+        step.rss_series = [(t, r) for t, r in step.rss_series]
+        steps.append(step)
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.report:
+        steps = load_steps(Path(opts.report))
+        print("\n".join([*summary(steps), "", *markdown_table(steps)]))
+        return 0
     print(preamble(opts), flush=True)
     work = Path(opts.keep or tempfile.mkdtemp(prefix="voicebridge-load-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -871,9 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.soak and steps:
         print("\n".join(soak_report(steps[0])))
     if opts.json:
-        Path(opts.json).write_text(
-            json.dumps([asdict(s) | {"valid": s.valid} for s in steps], indent=1)
-        )
+        save_steps(steps, Path(opts.json))
     print(f"total {time.monotonic() - started:.0f} s")
     return 0
 

@@ -102,3 +102,17 @@ def test_an_invalid_median_step_says_so_in_its_row() -> None:
     lines = load.markdown_table([full_step(load, "bridge", 50, 0, 4.0, invalid="lagged")])
     (row,) = [line for line in lines if line.startswith("| bridge")]
     assert "4.0 (2.4 + 1.6) INVALID |" in row
+
+
+def test_a_saved_run_reports_the_same_table(tmp_path: Path) -> None:
+    load = load_bench()
+    steps = [
+        full_step(load, "bridge", 100, 0, 4.4, late_in=3, invalid="generator lagged"),
+        full_step(load, "floor", 100, 0, 3.2, rss_series=[(1.0, 257.0), (2.0, 257.5)]),
+    ]
+    saved = tmp_path / "run.json"
+    load.save_steps(steps, saved)
+    again = load.load_steps(saved)
+    assert repr(again) == repr(steps)  # every field back (NaN, unmeasured, is never == NaN)
+    assert load.markdown_table(again) == load.markdown_table(steps)
+    assert "INVALID" in load.markdown_table(again)[2]
