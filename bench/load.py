@@ -566,13 +566,14 @@ def pairs(steps: list[Step]) -> list[tuple[Step, Step]]:
     """Each bridge step with the floor step of the same mode, N and repeat (by mode, then in
     the bridge steps' order); pairs whose floor has no CPU figure are left out."""
     floors = {(s.mode, s.calls, s.repeat): s for s in steps if s.target == "floor"}
-    found = []
-    for mode in sorted({s.mode for s in steps}):
-        for s in steps:
-            f = floors.get((mode, s.calls, s.repeat))
-            if s.target == "bridge" and s.mode == mode and f is not None and f.cpu_ms > 0:
-                found.append((s, f))
-    return found
+    found = [
+        (s, f)
+        for s in steps
+        if s.target == "bridge"
+        and (f := floors.get((s.mode, s.calls, s.repeat))) is not None
+        and f.cpu_ms > 0
+    ]
+    return sorted(found, key=lambda pair: pair[0].mode)  # stable: steps' order within a mode
 
 
 def summary(steps: list[Step]) -> list[str]:
@@ -895,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     if not opts.soak:
         print("\nThe README's table (the median step by CPU of each target, mode and N):")
         print("\n".join(markdown_table(steps)))
-    if opts.soak and steps:
+    elif steps:
         print("\n".join(soak_report(steps[0])))
     if opts.json:
         save_steps(steps, Path(opts.json))
