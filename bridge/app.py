@@ -30,7 +30,7 @@ from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.stream import CallRuntime, handle_media_stream
-from bridge.tools import unavailable_tools
+from bridge.tools import unavailable_tools, web_search
 from bridge.ws import TwilioSocket
 
 log = get_logger("voicebridge.app")
@@ -170,6 +170,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         async with local_engine(wanted and bridge.local_engine_url is None) as engine:
             if engine is not None:
                 bridge.local_engine_url = engine.url
+            if settings.TAVILY_API_KEY is not None:
+                await web_search.prepare()  # not on the event loop in the first search
             # Everything loaded so far (libraries, compiled kernels, personas) lives as long as
             # the process. Frozen, it is out of the collector's sight: a full collection during
             # calls then walks only what calls allocate: a full collection at 100 calls paused

@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from bridge.persona import EndCallTool, Persona, Tools, WebSearchTool
@@ -12,6 +18,8 @@ from tests.conftest import make_settings
 from tests.fakes.realtime import FakeRealtimeServer, Say
 from tests.fakes.tavily import FakeTavily, result
 from tests.tools.helpers import TAVILY_KEY, bridged_call
+
+REPO = Path(__file__).resolve().parents[2]
 
 RESULTS = [
     result(
@@ -127,3 +135,57 @@ async def test_the_session_offers_web_search_only_with_a_key(with_key: bool) -> 
             assert fake.violations == []
     names = [t["name"] for t in update["session"].get("tools", [])]
     assert names == (["web_search", "end_call"] if with_key else ["end_call"])
+
+
+_FIRST_SEARCH = """
+import asyncio, contextlib, json, sys
+from bridge.app import create_app
+from bridge.persona import Persona, Tools, WebSearchTool
+from bridge.tools.registry import ToolEnv, build_tools
+from tests.conftest import make_settings
+from tests.fakes.tavily import FakeTavily
+from tests.tools.helpers import TAVILY_KEY
+
+async def first_search(start_up: bool) -> list[str]:
+    tools = Tools(web_search=WebSearchTool())
+    persona = Persona(name="support", instructions="Help.", greeting="Hi.", tools=tools)
+    with FakeTavily(TAVILY_KEY, answer="4.2") as tavily:
+        settings = make_settings(
+            OPENAI_API_KEY="sk-test", TAVILY_API_KEY=TAVILY_KEY, TAVILY_API_BASE_URL=tavily.url
+        )
+        app = create_app(settings, persona)
+        async with contextlib.AsyncExitStack() as stack:
+            if start_up:
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            tool = build_tools(persona, settings)["web_search"]
+            env = ToolEnv(persona, settings, "CA" + "1" * 32)
+            before = set(sys.modules)
+            outcome = await tool.run({"query": "R7 firmware"}, env)
+            await tool.close()
+            assert outcome.ok, outcome
+            return sorted(set(sys.modules) - before)
+
+print(json.dumps(asyncio.run(first_search(sys.argv[1] == "start-up"))))
+"""
+
+
+@pytest.mark.parametrize("start_up", [True, False], ids=["after start-up", "without start-up"])
+def test_the_first_search_of_a_process_imports_nothing_on_the_event_loop(start_up: bool) -> None:
+    # httpx loads httpcore, h11 and anyio's asyncio backend on first use: some 25-30 ms of
+    # imports that would stall every call's audio on the event loop. The app's start-up does
+    # them (and builds the TLS context) before any call. Each case runs in a fresh interpreter,
+    # since this one has long loaded them.
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_SEARCH, "start-up" if start_up else "bare"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = json.loads(done.stdout.splitlines()[-1])
+    if start_up:
+        assert imported == []
+    else:  # what start-up saves the first search: the check above can fail
+        assert "anyio._backends._asyncio" in imported
