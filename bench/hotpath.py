@@ -38,6 +38,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/floor.py
 
 from floor import FloorCall
+from load import interpreter
 
 from bridge.audio import make_pipeline
 from bridge.call import Call
@@ -231,7 +232,8 @@ async def main() -> None:
     gc.collect()
     print(
         f"µs of per-call code per message and per 20 ms tick ({args.calls} calls, or"
-        f" {args.many} in turn; median of 7 rounds), and the Python bytecodes one tick executes"
+        f" {args.many} in turn; median of 7 rounds), and the Python bytecodes one tick executes;"
+        f" {interpreter()}"
     )
     header = (
         f"{'target':7}{'mode':7}{'cache':11}"
