@@ -708,7 +708,7 @@ def _git_head() -> str:
 def interpreter() -> str:
     """The Python every process of the bench runs: its version and the real path of the
     interpreter behind the venv (a distribution's optimised build or a plain source build
-    differ by 10-20 % in CPU per call)."""
+    differ by 10-15 % in CPU per call)."""
     base = getattr(sys, "_base_executable", sys.executable)
     return f"Python {platform.python_version()} ({os.path.realpath(base)})"
 
