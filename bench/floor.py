@@ -14,6 +14,11 @@ heard; Twilio's own sample sends one per delta). No conversion, no framing, no l
 pcm16 mode the 24 kHz PCM goes to the caller as it came, which a real phone could not play
 but which costs what the floor should cost.
 
+One option differs: the floor writes each message at once (`batch_writes=False`), where the
+bridge writes at the end of the loop's pass (`bridge.ws.LoopWrites`). The floor's handlers
+are so short that its writes already leave close together; batching them cost it 0.03-0.3 ms
+more CPU per call-second in alternating runs at 100 calls, so the floor takes the cheaper way.
+
 `bench/load.py` runs it under the same load as the bridge and reports bridge/floor CPU.
 Run by hand: `REALTIME_URL=ws://127.0.0.1:9000/v1/realtime .venv/bin/python bench/floor.py
 --port 8090`.
@@ -112,6 +117,7 @@ class FloorCall:
             max_message_bytes=UPSTREAM_MAX_MESSAGE_BYTES,
             timeout_s=CONNECT_TIMEOUT_S,
             send_buffer_bytes=UPSTREAM_SOCKET_SNDBUF,
+            batch_writes=False,
         )
         session = {
             "type": "realtime",
@@ -168,7 +174,9 @@ def main() -> None:
     args = parser.parse_args()
     url = os.environ.get("REALTIME_URL", "ws://127.0.0.1:8765/v1/realtime")
     audio = os.environ.get("REALTIME_AUDIO", "pcm16").strip().lower()
-    config = uvicorn_config(create_app(), args.host, args.port, on_stream=streams(url, audio))
+    config = uvicorn_config(
+        create_app(), args.host, args.port, on_stream=streams(url, audio), batch_writes=False
+    )
     uvicorn.Server(config).run()
 
 

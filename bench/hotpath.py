@@ -65,7 +65,7 @@ class RecordingSocket:
     def send(self, text: str) -> None:
         self.sent += 1
 
-    def send_batch(self, messages: list[str]) -> None:
+    def send_batch(self, messages: list[str], at_once: bool = False) -> None:
         self.sent += len(messages)
         self.marks.extend(m for m in messages if m.startswith('{"event":"mark"'))
 

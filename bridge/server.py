@@ -35,13 +35,14 @@ def uvicorn_config(
     host: str,
     port: int,
     on_stream: Callable[[TwilioSocket], None] | None = None,
+    batch_writes: bool = True,
 ) -> uvicorn.Config:
     """How the bridge is served, in production, tests and benchmarks alike.
 
     HTTP routes are FastAPI on uvicorn (httptools, uvloop). WebSocket upgrades are handed to
     picows (`bridge.ws.uvicorn_ws_protocol`); each media stream goes to `on_stream`, by default
-    the bridge's (`app.state.bridge`). No access log (a line per call and per health probe),
-    our logging.
+    the bridge's (`app.state.bridge`). `batch_writes`: see `bridge.ws.LoopWrites`. No access
+    log (a line per call and per health probe), our logging.
     """
     if on_stream is None:
         on_stream = app.state.bridge.serve_stream  # type: ignore[attr-defined]
@@ -49,7 +50,7 @@ def uvicorn_config(
         app,
         host=host,
         port=port,
-        ws=uvicorn_ws_protocol(on_stream),  # type: ignore[arg-type]
+        ws=uvicorn_ws_protocol(on_stream, batch_writes=batch_writes),  # type: ignore[arg-type]
         log_config=None,
         log_level="warning",
         access_log=False,

@@ -181,11 +181,13 @@ class CallRuntime:
 
     def send_twilio(self) -> float | None:
         """The Twilio outbox in one write; returns when it left if there are effects to report
-        it to (a barge-in's `clear` is always first in the outbox)."""
+        it to (a barge-in's `clear` is always first in the outbox). With effects it leaves at
+        once rather than at the end of the loop's pass, so a barge-in's reaction time is when
+        the `clear` was written."""
         call = self.call
         out, call.twilio_out = call.twilio_out, []
         twilio = self.twilio
-        twilio.send_batch(out)
+        twilio.send_batch(out, at_once=bool(call.effects))
         sent_at = time.monotonic() if call.effects else None
         if twilio.write_buffer_size() > TWILIO_WRITE_LIMIT_BYTES:
             buffered = twilio.write_buffer_size()

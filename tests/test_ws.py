@@ -1,17 +1,26 @@
 """The media stream's WebSocket layer (`bridge/ws.py`) at the frame level, over a real socket:
-fragmented messages, invalid UTF-8, pings, the size cap across fragments, and routing."""
+fragmented messages, invalid UTF-8, pings, the size cap across fragments, routing, and the
+writes made at the end of the loop's pass."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import os
 import struct
+import termios
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
-from bridge.ws import proxy_for
+from bridge.server import uvicorn_config
+from bridge.ws import LoopWrites, TwilioSocket, proxy_for
 from tests.conftest import LogCapture, wait_until
 from tests.test_bad_input import CALL, appends, bridge_and_fake, media_message, start_message
 
@@ -170,3 +179,102 @@ def test_the_upstream_uses_the_environments_proxy(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert proxy_for(url) == expected
+
+
+# Writes at the end of the loop's pass (`LoopWrites`) -------------------------------------------
+
+
+@asynccontextmanager
+async def stream_server(on_text: Callable[[TwilioSocket, str], None]) -> AsyncIterator[int]:
+    """A bare media-stream endpoint on the bridge's stack whose messages go to `on_text`."""
+
+    def on_stream(sock: TwilioSocket) -> None:
+        sock.attach(lambda text: on_text(sock, text), lambda _reason: None, lambda: None)
+
+    server = uvicorn.Server(uvicorn_config(FastAPI(), "127.0.0.1", 0, on_stream=on_stream))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.005)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+def unread_bytes(client: RawClient) -> int:
+    """What the kernel holds for the client to read (on loopback a write lands at once)."""
+    sock = client.writer.get_extra_info("socket")
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+async def test_writes_leave_after_the_pass_in_order_and_before_an_urgent_write_or_a_close() -> None:
+    seen: dict[str, int] = {}
+    client: RawClient | None = None
+
+    def on_text(sock: TwilioSocket, text: str) -> None:
+        assert client is not None
+        if text == "pass":
+            sock.send("one")
+            sock.send_batch(["two", "three"])
+            seen["during the pass"] = unread_bytes(client)
+        elif text == "urgent":
+            sock.send("before")
+            sock.send_batch(["now"], at_once=True)
+            seen["after the urgent write"] = unread_bytes(client)
+        elif text == "bye":
+            sock.send("last")
+            sock.send_close(1000)
+
+    async with stream_server(on_text) as port:
+        client, head = await RawClient.connect(port)
+        assert head.startswith(b"HTTP/1.1 101")
+        client.text("pass")
+        assert [await client.read_frame() for _ in range(3)] == [
+            (TEXT, b"one"),
+            (TEXT, b"two"),
+            (TEXT, b"three"),
+        ]
+        assert seen["during the pass"] == 0  # nothing was written while the pass ran
+        client.text("urgent")
+        assert [await client.read_frame() for _ in range(2)] == [(TEXT, b"before"), (TEXT, b"now")]
+        # both frames were in the client's socket before the handler returned: 2 + 6, 2 + 3
+        assert seen["after the urgent write"] == 13
+        client.text("bye")
+        assert await client.read_frame() == (TEXT, b"last")  # not dropped by the close frame
+        kind, payload = await client.read_frame()
+        assert (kind, struct.unpack("!H", payload[:2])[0]) == (CLOSE, 1000)
+        client.close()
+
+
+class FakeSocket:
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        if self.fails:
+            raise RuntimeError("the transport is gone")
+        self.written.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_a_write_that_fails_ends_its_own_socket_and_the_passs_other_writes_are_made(
+    logs: LogCapture,
+) -> None:
+    writes = LoopWrites()
+    first, broken, last = FakeSocket(False), FakeSocket(True), FakeSocket(False)
+    for sock, data in ((first, b"a"), (broken, b"b"), (last, b"c"), (first, b"d")):
+        writes.add(sock.write, data)
+    assert first.written == []
+    await asyncio.sleep(0)  # the pass ends: its writes are made
+    assert (first.written, last.written) == ([b"a", b"d"], [b"c"])
+    assert (first.aborted, broken.aborted, last.aborted) == (False, True, False)
+    [line] = logs.events("socket_write_failed")
+    assert line["error"] == "RuntimeError('the transport is gone')"
