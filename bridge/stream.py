@@ -1,12 +1,14 @@
 """The media-stream adapter: one Twilio socket, one upstream socket, one `Call` between them.
 
 Both sockets deliver messages as callbacks (`bridge/ws.py`); each message is fed to the `Call`
-and its outboxes are written before the callback returns (`CallRuntime.flush`): Twilio first
-(a `clear` never waits behind anything), then upstream, then the effects. Nothing awaits on
-the hot path, so messages leave in exactly the order the `Call` decided, from whichever side
-caused them. Tasks exist only beside it: the call's own coroutine (set-up, then waiting for
-the end, then teardown), the limits timer, a reconnect while the upstream is replaced, tools.
-While a lost upstream is being replaced, upstream messages wait in the outbox.
+and its outboxes are handed to the sockets before the callback returns (`CallRuntime.flush`):
+Twilio first (a `clear` never waits behind anything), then upstream, then the effects. The
+sockets write them at the end of the event loop's pass (`bridge.ws.LoopWrites`), a batch
+with effects (a barge-in's `clear`) at once. Nothing awaits on the hot path, so messages
+leave in exactly the order the `Call` decided, from whichever side caused them. Tasks exist
+only beside it: the call's own coroutine (set-up, then waiting for the end, then teardown),
+the limits timer, a reconnect while the upstream is replaced, tools. While a lost upstream is
+being replaced, upstream messages wait in the outbox.
 """
 
 from __future__ import annotations
