@@ -175,12 +175,8 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def running_bridge(
-    settings: Settings, persona: Persona | None = None, *, port: int = 0, **app_kwargs: Any
-) -> AsyncIterator[RunningBridge]:
-    """The real app under uvicorn on a loopback port (free unless given), in this event loop."""
-    app = create_app(settings, persona, **app_kwargs)
-    config = uvicorn_config(app, "127.0.0.1", port)
+async def serving(config: uvicorn.Config) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+    """uvicorn serving `config` in this event loop; yields the server and the port it bound."""
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
@@ -188,12 +184,21 @@ async def running_bridge(
         if task.done():
             task.result()
         await asyncio.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningBridge(app, server, port)
+        yield server, server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@asynccontextmanager
+async def running_bridge(
+    settings: Settings, persona: Persona | None = None, *, port: int = 0, **app_kwargs: Any
+) -> AsyncIterator[RunningBridge]:
+    """The real app under uvicorn on a loopback port (free unless given), in this event loop."""
+    app = create_app(settings, persona, **app_kwargs)
+    async with serving(uvicorn_config(app, "127.0.0.1", port)) as (server, bound):
+        yield RunningBridge(app, server, bound)
 
 
 @asynccontextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import fcntl
 import os
 import struct
@@ -16,12 +15,11 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from bridge.server import uvicorn_config
 from bridge.ws import LoopWrites, TwilioSocket, proxy_for
-from tests.conftest import LogCapture, wait_until
+from tests.conftest import LogCapture, serving, wait_until
 from tests.test_bad_input import CALL, appends, bridge_and_fake, media_message, start_message
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -191,18 +189,8 @@ async def stream_server(on_text: Callable[[TwilioSocket, str], None]) -> AsyncIt
     def on_stream(sock: TwilioSocket) -> None:
         sock.attach(lambda text: on_text(sock, text), lambda _reason: None, lambda: None)
 
-    server = uvicorn.Server(uvicorn_config(FastAPI(), "127.0.0.1", 0, on_stream=on_stream))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serving(uvicorn_config(FastAPI(), "127.0.0.1", 0, on_stream=on_stream)) as (_, port):
+        yield port
 
 
 def unread_bytes(client: RawClient) -> int:
