@@ -564,12 +564,13 @@ def rss_slope(steps: list[Step]) -> float:
 
 def pairs(steps: list[Step]) -> list[tuple[Step, Step]]:
     """Each bridge step with the floor step of the same mode, N and repeat (by mode, then in
-    the bridge steps' order); pairs whose floor has no CPU figure are left out."""
+    the bridge steps' order); pairs without both CPU figures (NaN: not measured) are left out."""
     floors = {(s.mode, s.calls, s.repeat): s for s in steps if s.target == "floor"}
     found = [
         (s, f)
         for s in steps
         if s.target == "bridge"
+        and s.cpu_ms > 0
         and (f := floors.get((s.mode, s.calls, s.repeat))) is not None
         and f.cpu_ms > 0
     ]

@@ -44,6 +44,19 @@ def test_repeated_pairs_give_one_ratio_each_and_their_median() -> None:
     assert "median of 3 pairs 1.40 (range 1.38–2.00): pass" in median
 
 
+def test_a_pair_whose_bridge_step_has_no_cpu_figure_is_left_out_of_the_ratios() -> None:
+    load = load_bench()
+    steps = [
+        step(load, "bridge", 0, 4.2),
+        step(load, "floor", 0, 3.0),  # 1.40
+        load.Step(target="bridge", mode="pcm16", calls=100, repeat=1),  # CPU not measured: NaN
+        step(load, "floor", 1, 3.0),
+    ]
+    ratios = [line for line in load.summary(steps) if " = " in line and "target ≤" in line]
+    assert len(ratios) == 1 and "4.20 / 3.00 = 1.40" in ratios[0]
+    assert load.markdown_table(steps)[-1].endswith("pcm16 1.40 (N = 100)")
+
+
 def test_a_single_run_reports_no_median() -> None:
     load = load_bench()
     lines = load.summary([step(load, "bridge", 0, 4.8), step(load, "floor", 0, 3.0)])
