@@ -129,3 +129,39 @@ def test_a_saved_run_reports_the_same_table(tmp_path: Path) -> None:
     assert repr(again) == repr(steps)  # every field back (NaN, unmeasured, is never == NaN)
     assert load.markdown_table(again) == load.markdown_table(steps)
     assert "INVALID" in load.markdown_table(again)[2]
+
+
+def test_the_bridge_wrapper_counts_tasks_on_the_loop_and_writes_the_file_off_it(
+    tmp_path: Path,
+) -> None:
+    """A file write on the loop once stalled every call for 0.7 s (a journal wait in `open`)."""
+    import asyncio
+    import threading
+
+    spec = importlib.util.spec_from_file_location("bench_bridge", BENCH / "_bridge.py")
+    assert spec is not None and spec.loader is not None
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+    writers: list[int] = []
+    original = wrapper._write_count
+    target = tmp_path / "tasks.txt"
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        written = asyncio.Event()
+
+        def recording_write(path: str, tasks: int) -> None:
+            writers.append(threading.get_ident())
+            original(path, tasks)
+            loop.call_soon_threadsafe(written.set)
+
+        wrapper._write_count = recording_write
+        counter = asyncio.create_task(wrapper._count_tasks(str(target)))
+        await written.wait()  # the run-wide pytest timeout bounds it
+        counter.cancel()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(run())
+    assert writers and all(ident != loop_thread for ident in writers)
+    stamp, tasks = target.read_text().split()
+    assert float(stamp) > 0 and int(tasks) == 2  # run() and the counter itself
