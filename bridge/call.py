@@ -558,7 +558,7 @@ class Call:
         self.ended = True
         for item in self.items.values():
             if not item.interrupted and not self.playback.item_finished(item):
-                self.transcript.agent_final(item.item_id, item.played_ms, False, now)
+                self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
         self._log_lines(self.transcript.drain())
         self.effects.append(
             Log(

@@ -393,6 +393,28 @@ def test_call_ended_counts_turns_and_barge_ins() -> None:
     assert ended[0]["turns"] == 1 and ended[0]["barge_ins"] == 0
 
 
+def test_hang_up_while_the_agent_speaks_still_logs_its_line_with_what_was_heard() -> None:
+    """The caller hangs up on "Goodbye": the agent's last line is in the transcript, before
+    `call_ended`, with the 60 ms of its 100 whose marks came back."""
+    call = make_call(greeting=None)
+    drain(call)
+    start_response(call, R1, "item_a")
+    call.on_upstream(delta(R1, "item_a", 100), 0.0)  # five 20 ms frames
+    call.on_upstream(ev.TranscriptDone(R1, "item_a", "Goodbye, have a nice day."), 0.0)
+    twilio, _, _ = drain(call)
+    echo(call, marks_in(twilio)[:3], 0.06)
+    call.finish("caller_hangup", 0.07)
+    logs = [e for e in drain(call)[2] if isinstance(e, Log)]
+    assert [e.event for e in logs] == ["transcript", "call_ended"]
+    assert logs[0].fields == {
+        "role": "agent",
+        "text": "Goodbye, have a nice day.",
+        "item_id": "item_a",
+        "interrupted": False,
+        "played_ms": 60,
+    }
+
+
 def test_barge_in_while_a_tool_call_is_pending_keeps_the_tool_answer() -> None:
     call = make_call(interrupt_response=False)
     drain(call)
