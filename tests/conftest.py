@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bridge.app import create_app
-from bridge.logs import configure_logging
+from bridge.logs import configure_logging, flush_logs
 from bridge.persona import Persona
 from bridge.server import uvicorn_config
 from bridge.settings import Settings
@@ -63,16 +63,25 @@ class _Tee(io.TextIOBase):
 
 
 class LogCapture(io.TextIOBase):
-    """A stream for structlog that keeps every JSON line, parsed."""
+    """A stream for structlog that keeps every JSON line, parsed.
+
+    The log writer thread writes here; reading `lines` first waits for every line logged so
+    far, so a test reads what its code logged, as it would read a synchronous stream.
+    """
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self._lines: list[str] = []
 
     def write(self, text: str) -> int:
         lines = [line for line in text.splitlines() if line.strip()]
-        self.lines.extend(lines)
+        self._lines.extend(lines)
         ALL_LOG_LINES.extend(lines)
         return len(text)
+
+    @property
+    def lines(self) -> list[str]:
+        assert flush_logs(), "the log writer did not write the lines logged so far in time"
+        return self._lines
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -124,6 +133,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     The redactor is off in tests on purpose: this checks that the code never logs them at
     all, not merely that the last line of defence scrubs them.
     """
+    flush_logs()
     needles = TEST_SECRETS | MINTED_TOKENS
     leaks = [line for line in ALL_LOG_LINES if any(n in line for n in needles)]
     if leaks:
