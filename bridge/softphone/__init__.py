@@ -52,14 +52,16 @@ def softphone_router(feed: TranscriptFeed = FEED) -> APIRouter:
 
     @router.get("/softphone", include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(_asset("softphone.html"), headers={"Cache-Control": "no-store"})
+        html = await asyncio.to_thread(_asset, "softphone.html")  # no file I/O on the loop
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @router.get("/softphone/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:
         media_type = _ASSETS.get(name)
         if media_type is None:
             return Response(status_code=404)
-        return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "no-store"})
+        body = await asyncio.to_thread(_asset, name)
+        return Response(body, media_type=media_type, headers={"Cache-Control": "no-store"})
 
     @router.get("/softphone-events", include_in_schema=False)
     async def events(request: Request, call_sid: str = Query(...)) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import wave
 from pathlib import Path
 
@@ -52,6 +53,34 @@ def test_the_page_is_on_in_local_mode_and_off_when_signed() -> None:
     assert softphone_enabled(make_settings(**signed)) is False
     assert softphone_enabled(make_settings(SOFTPHONE_ENABLED="true", **signed)) is True
     assert softphone_enabled(make_settings(SOFTPHONE_ENABLED="0")) is False
+
+
+async def test_the_page_and_its_assets_are_read_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import httpx
+
+    import bridge.softphone as softphone
+
+    readers: list[tuple[str, int]] = []
+    original = softphone._asset
+
+    def recording_asset(name: str) -> str:
+        readers.append((name, threading.get_ident()))
+        return original(name)
+
+    monkeypatch.setattr(softphone, "_asset", recording_asset)
+    async with running_bridge(make_settings()) as bridge:
+        async with httpx.AsyncClient(base_url=bridge.base_url) as client:
+            page = await client.get("/softphone")
+            names = sorted(set(re.findall(r'src="/softphone/([\w.-]+)"', page.text)))
+            assets = [await client.get(f"/softphone/{name}") for name in names]
+    assert page.status_code == 200 and names
+    assert [a.status_code for a in assets] == [200] * len(names)
+    assert [name for name, _ in readers] == ["softphone.html", *names]
+    assert threading.get_ident() not in {ident for _, ident in readers}
 
 
 @pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Debian's chromium is not installed")
