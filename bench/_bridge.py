@@ -6,8 +6,8 @@ must return to the idle count once calls hang up).
 
 The count is taken on the loop; the file is written by a worker thread. Written on the loop,
 an `open(path, "w")` that waited for the file system's journal once held every call for
-0.7 s (caught by a watchdog thread's stack dump at 200 pcmu calls): the bench's own file,
-not the bridge, had made the bridge's worst latencies (p99 370 ms in that step).
+0.7 s (a watchdog thread's stack dump, at 200 pcmu calls, in a step with p99 168 ms): the
+bench's own file, not the bridge, had made the bridge's worst latencies.
 
     .venv/bin/python bench/_bridge.py [--tasks-file F] serve --port P
 """

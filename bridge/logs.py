@@ -71,7 +71,6 @@ class LineWriter:
         self._lock = threading.Condition()
         self._pending: list[str] = []
         self._dropped = 0  # not yet reported
-        self.dropped_total = 0
         self._taken = 0  # lines accepted for writing, for `flush`
         self._done = 0  # lines the writer has finished with
         self._thread: threading.Thread | None = None
@@ -80,7 +79,6 @@ class LineWriter:
         with self._lock:
             if len(self._pending) >= self.capacity:
                 self._dropped += 1
-                self.dropped_total += 1
                 return
             self._pending.append(line)
             self._taken += 1
