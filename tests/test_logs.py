@@ -140,10 +140,9 @@ async def test_a_call_plays_its_audio_while_stdout_is_blocked_and_no_line_is_los
         stream.released.set()
     assert caller.played_ms_total >= greeting_ms + reply_ms
     assert await asyncio.to_thread(flush_logs)
-    deadline = time.monotonic() + 5.0
-    while not [r for r in stream.records() if r["event"] == "call_ended"]:
-        assert time.monotonic() < deadline, "no call_ended line"
-        await asyncio.sleep(0.02)
+    await wait_until(
+        lambda: any(r["event"] == "call_ended" for r in stream.records()), 5, "call_ended"
+    )
     records = stream.records()
     transcript = [(r["role"], r["text"]) for r in records if r["event"] == "transcript"]
     assert transcript == [
