@@ -24,6 +24,7 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 from bridge import metrics
 from bridge.engine.local import local_engine
 from bridge.logs import get_logger
+from bridge.loop_lag import watch_loop_lag
 from bridge.persona import FallbackPlan, Persona, PersonaBook
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
 from bridge.security import StreamTokens, TwilioSignatures
@@ -179,9 +180,13 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             # and 4.5 ms with the freeze (gc.callbacks under bench/load.py).
             gc.collect()
             gc.freeze()
+            lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
             try:
                 yield
             finally:
+                lag.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lag
                 await bridge.close_streams()
 
     app = FastAPI(

@@ -157,6 +157,15 @@ QUEUE_DEPTH = Histogram(
     registry=REGISTRY,
 )
 
+EVENT_LOOP_LAG = Histogram(
+    "voicebridge_event_loop_lag_seconds",
+    "How late the event loop ran a timer due every half second: how long any ready callback "
+    "(every call's audio, both ways) waited for the loop. A process near saturation shows it "
+    "here before callers hear gaps (past ~20 ms).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+
 
 def render() -> tuple[bytes, str]:
     """The body and Content-Type of a ``GET /metrics`` answer (Prometheus text format)."""

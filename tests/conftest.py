@@ -90,6 +90,15 @@ class LogCapture(io.TextIOBase):
     def events(self, name: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("event") == name]
 
+    def problems(self) -> list[dict[str, Any]]:
+        """Warning and error lines, but the loop-lag watcher's: a stall on a busy test machine
+        is the machine's, not the code's under test."""
+        return [
+            r
+            for r in self.records
+            if r["level"] in ("warning", "error") and r.get("event") != "event_loop_stalled"
+        ]
+
     async def wait_for(
         self, name: str, count: int = 1, timeout: float = 5.0
     ) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ EXPECTED = {
     "voicebridge_frames_out": ("counter", ()),
     "voicebridge_frames_dropped": ("counter", ("direction", "reason")),
     "voicebridge_queue_depth": ("histogram", ("queue",)),
+    "voicebridge_event_loop_lag_seconds": ("histogram", ()),
 }
 
 
