@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -30,6 +31,8 @@ async def test_a_blocked_loop_is_measured_as_late_as_it_was_held(logs: LogCaptur
         await wait_until(lambda: len(samples) > quiet, 5, "the sample after the block")
     finally:
         watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
     late = samples[quiet]
     # The timer was due at most `interval` after the block began and ran after it ended.
     assert BLOCK_S - interval - 0.005 <= late < BLOCK_S + 0.5
