@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         _print_how_to_call(host, args.port, softphone=softphone_enabled(settings))
     config = uvicorn_config(app, host, args.port)
-    server = DrainingServer(config, app.state.bridge, settings.DRAIN_TIMEOUT_SECONDS)
+    server = DrainingServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
     server.run()
     return 0
 

@@ -183,8 +183,13 @@ class RunningBridge:
         return f"ws://127.0.0.1:{self.port}/media-stream"
 
     @property
-    def bridge(self) -> Any:
-        return self.app.state.bridge
+    def calls(self) -> Any:
+        """The app's `CallRegistry`: its live calls."""
+        return self.app.state.calls
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
 
 
 def free_port() -> int:

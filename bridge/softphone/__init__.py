@@ -5,7 +5,7 @@ asks `/incoming-call` for TwiML exactly as Twilio's webhook would, opens the `<S
 names and speaks the Media Streams protocol: `connected`, `start` with the `<Parameter>`s,
 20 ms `media` frames, marks echoed once their audio has played, `clear` honoured (pending
 marks echoed at once, as Twilio does). The live transcript comes from
-`/softphone/events` (server-sent events, fed by the bridge's own transcript log lines).
+`/softphone-events` (server-sent events of the lines the call runtime publishes).
 
 It is on in local mode (no `TWILIO_AUTH_TOKEN`) and off in signed mode, where the page
 could not sign its webhook anyway, unless `SOFTPHONE_ENABLED` says otherwise.
@@ -48,7 +48,6 @@ def _asset(name: str) -> str:
 def softphone_router(feed: TranscriptFeed = FEED) -> APIRouter:
     """The page, its scripts and its transcript events."""
     router = APIRouter()
-    feed.install()
 
     @router.get("/softphone", include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -67,7 +66,6 @@ def softphone_router(feed: TranscriptFeed = FEED) -> APIRouter:
     async def events(request: Request, call_sid: str = Query(...)) -> Response:
         if not _CALL_SID.match(call_sid):
             return Response("bad call_sid", status_code=400)
-        feed.install()
         queue = feed.subscribe(call_sid)
 
         async def stream() -> AsyncIterator[bytes]:

@@ -1,25 +1,18 @@
 """Live transcript lines per call, for the softphone page.
 
-The bridge logs every transcript line (`event: transcript`, interface.md) with the call's
-`call_sid` bound. Rather than thread a second channel through the call code, the softphone
-taps the log pipeline: a structlog processor copies `transcript` and `call_ended` lines of
-calls someone is watching into per-call queues. The tap is re-installed whenever a page
-subscribes, so a later `configure_logging` (tests reconfigure it) cannot silently remove it.
+The call runtime publishes each call's `call_started`, `transcript` and `call_ended` lines
+here as it logs them (the call core emits transcript lines as a typed effect for both); only
+calls a page watches are kept, in per-call queues.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import MutableMapping
 from typing import Any, Final
-
-import structlog
 
 BACKLOG_LINES: Final = 200
 """Lines kept per watched call, so a page that subscribes late still sees the call so far."""
-
-FORWARDED: Final = frozenset({"transcript", "call_ended", "call_started"})
 
 
 class TranscriptFeed:
@@ -58,26 +51,6 @@ class TranscriptFeed:
                 del self._subscribers[call_sid]
                 self._backlog.pop(call_sid, None)
 
-    def processor(
-        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        """The structlog processor: copies watched calls' lines, passes everything on."""
-        event = event_dict.get("event")
-        call_sid = event_dict.get("call_sid")
-        if event in FORWARDED and isinstance(call_sid, str):
-            line = {k: v for k, v in event_dict.items() if k not in ("stream_sid",)}
-            self.publish(call_sid, line)
-        return event_dict
-
-    def install(self) -> None:
-        """Put the tap into structlog's chain just before the renderer: after the call's
-        context is merged and after secrets are scrubbed, so the page sees what the log says."""
-        processors = list(structlog.get_config()["processors"])
-        if any(getattr(p, "__self__", None) is self for p in processors):
-            return
-        processors.insert(max(len(processors) - 1, 0), self.processor)
-        structlog.configure(processors=processors)
-
 
 FEED = TranscriptFeed()
-"""The process's feed (one log pipeline per process)."""
+"""The process's feed (the softphone routes and the call runtime share it)."""
