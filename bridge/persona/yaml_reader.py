@@ -80,7 +80,7 @@ class _Loader(yaml.SafeLoader):
                     "recursive aliases are refused",
                     event.start_mark.line + 1,
                 )
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         start = self.peek_event().start_mark
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
