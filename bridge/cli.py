@@ -1,4 +1,4 @@
-"""`voicebridge` command line: serve, call, persona check (interface.md)."""
+"""`voicebridge` command line: serve, call, persona check."""
 
 from __future__ import annotations
 
