@@ -106,6 +106,34 @@ def test_field_and_reference_errors_come_out_in_one_run(
     ]
 
 
+def test_several_bad_references_in_an_otherwise_valid_persona_are_each_listed_once(
+    write_yaml: WriteYaml, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Here pydantic's own check runs too (every field is valid) and finds the first of them.
+    path = write_yaml(
+        """
+        name: desk
+        instructions: Be brief.
+        greeting: Hello.
+        dtmf:
+          menu:
+            1: {action: transfer, target: sales}
+            2: {action: transfer, target: billing}
+        fallback:
+          transfer_to: operator
+        """
+    )
+    assert check_command(str(path)) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:6: dtmf.menu[\"1\"].target: unknown transfer target 'sales' "
+        "(transfer_targets: none defined)",
+        f"{path}:7: dtmf.menu[\"2\"].target: unknown transfer target 'billing' "
+        "(transfer_targets: none defined)",
+        f"{path}:9: fallback.transfer_to: unknown transfer target 'operator' "
+        "(transfer_targets: none defined)",
+    ]
+
+
 def test_transfer_call_without_targets_is_reported_with_a_field_error(
     write_yaml: WriteYaml, capsys: pytest.CaptureFixture[str]
 ) -> None:
