@@ -1,4 +1,4 @@
-"""`voicebridge` command line: serve, call, persona check (interface.md)."""
+"""`voicebridge` command line: serve, call, persona check."""
 
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     persona = sub.add_parser("persona", help="persona files")
     persona_sub = persona.add_subparsers(dest="persona_command", required=True)
     check = persona_sub.add_parser("check", help="validate a persona file or folder")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument(
+        "file",
+        metavar="FILE|DIR",
+        help="a persona file, or a folder checked as one set, as PERSONA_FILE is loaded",
+    )
     return parser
 
 
