@@ -5,7 +5,7 @@ asks `/incoming-call` for TwiML exactly as Twilio's webhook would, opens the `<S
 names and speaks the Media Streams protocol: `connected`, `start` with the `<Parameter>`s,
 20 ms `media` frames, marks echoed once their audio has played, `clear` honoured (pending
 marks echoed at once, as Twilio does). The live transcript comes from
-`/softphone/events` (server-sent events, fed by the bridge's own transcript log lines).
+`/softphone-events` (server-sent events, fed by the bridge's own transcript log lines).
 
 It is on in local mode (no `TWILIO_AUTH_TOKEN`) and off in signed mode, where the page
 could not sign its webhook anyway, unless `SOFTPHONE_ENABLED` says otherwise.

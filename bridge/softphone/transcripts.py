@@ -1,10 +1,11 @@
 """Live transcript lines per call, for the softphone page.
 
-The bridge logs every transcript line (`event: transcript`, interface.md) with the call's
+The bridge logs every transcript line (`event: transcript`, docs/reference.md) with the call's
 `call_sid` bound. Rather than thread a second channel through the call code, the softphone
-taps the log pipeline: a structlog processor copies `transcript` and `call_ended` lines of
-calls someone is watching into per-call queues. The tap is re-installed whenever a page
-subscribes, so a later `configure_logging` (tests reconfigure it) cannot silently remove it.
+taps the log pipeline: a structlog processor copies `call_started`, `transcript` and
+`call_ended` lines of calls someone is watching into per-call queues. The tap is re-installed
+whenever a page subscribes, so a later `configure_logging` (tests reconfigure it) cannot
+silently remove it.
 """
 
 from __future__ import annotations
