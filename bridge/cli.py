@@ -1,4 +1,4 @@
-"""`voicebridge` command line: serve, call, persona check."""
+"""`voicebridge` command line: serve, call, persona check (docs/reference.md, "Commands")."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from bridge.softphone import softphone_enabled
 DEFAULT_PORT = 8080
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, subcommands and options; `main` parses with it, and the
+    reference test reads it, so docs/reference.md cannot drift from what the command takes."""
     parser = argparse.ArgumentParser(prog="voicebridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -21,8 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", help="bind address (default 127.0.0.1 without TWILIO_AUTH_TOKEN, else 0.0.0.0)"
     )
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
-    serve.add_argument("--persona", metavar="FILE", help="persona file (overrides PERSONA_FILE)")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    serve.add_argument(
+        "--persona", metavar="FILE", help="persona file or folder (overrides PERSONA_FILE)"
+    )
 
     call = sub.add_parser("call", help="place a simulated phone call against a running bridge")
     call.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="bridge base URL")
@@ -131,7 +137,7 @@ def _call(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "call":

@@ -26,7 +26,7 @@ order. The pending bytes of a pass are not in `write_buffer_size()` until the pa
   size cap; binary frames and invalid UTF-8 are reported per message, the socket stays open.
 - `TwilioSocket`: the server end for `/media-stream`, handed the TCP connection by uvicorn
   after it parsed the upgrade request (`uvicorn_ws_protocol`, which also routes by path), so
-  the routes and the media stream share one port as interface.md fixes.
+  the routes and the media stream share one port (docs/reference.md, "HTTP and WebSocket routes").
 - `UpstreamSocket` / `open_upstream`: the client end to the Realtime model.
 """
 
