@@ -82,3 +82,26 @@ async def test_a_60_kb_from_is_capped_in_the_twiml_and_the_logs(logs: LogCapture
     (line,) = logs.events("webhook")
     assert line["call_sid"] == ("CA" + "d" * 2000)[:SID_MAX_CHARS]
     assert max(len(raw) for raw in logs.lines) < 4000
+
+
+async def test_a_signed_webhook_signs_the_cleaned_numbers_into_the_token() -> None:
+    from bridge.security import StreamTokens
+    from bridge.sim import place_call
+    from tests.conftest import free_port
+
+    auth = "twilio-auth-token-0123456789abcdef"
+    port = free_port()
+    settings = make_settings(
+        TWILIO_AUTH_TOKEN=auth,
+        TWILIO_ACCOUNT_SID="AC" + "0" * 32,
+        PUBLIC_URL=f"http://127.0.0.1:{port}",
+    )
+    huge = "+1\x1b" + "5" * 30_000  # twice in the form (From and Caller): 60 KB
+    async with running_bridge(settings, port=port) as bridge:
+        target = await place_call(
+            bridge.base_url, auth_token=auth, from_number=huge, to_number="+1555\x000002222"
+        )
+    claims = StreamTokens(auth).verify(target.parameters["token"], target.call_sid)
+    assert claims.caller == ("+1" + "5" * 30_000)[:NUMBER_MAX_CHARS] == target.parameters["From"]
+    assert claims.called == "+15550002222" == target.parameters["To"]
+    assert len(target.parameters["token"]) < PARAMETER_MAX_CHARS
