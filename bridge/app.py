@@ -23,6 +23,7 @@ from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
+from bridge.caller_text import clean_number, clean_sid
 from bridge.calls import CallRegistry
 from bridge.engine.local import local_engine
 from bridge.logs import get_logger
@@ -151,7 +152,7 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
     @app.api_route("/incoming-call", methods=["GET", "POST"])
     async def incoming_call(request: Request) -> Response:
         form = await _form(request)
-        call_sid = form.get("CallSid", "")
+        call_sid = clean_sid(form.get("CallSid"))  # logged, signed: the caller chose it
         if not signed(request, form):
             log.warning("call_rejected", call_sid=call_sid, reason="bad or missing signature")
             metrics.CALLS.labels(outcome="rejected_auth").inc()
@@ -164,7 +165,7 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             )
             metrics.CALLS.labels(outcome="rejected_busy").inc()
             return _twiml(busy_twiml())
-        caller, called = form.get("From", ""), form.get("To", "")
+        caller, called = clean_number(form.get("From")), clean_number(form.get("To"))
         persona = book.for_number(called)
         stream_url = settings.stream_url(request.headers.get("host"), request.url.scheme)
         parameters = {
@@ -174,7 +175,7 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             "webhook_at": f"{time.time():.3f}",  # for the time-to-first-audio metric
         }
         if services.tokens is not None:
-            parameters["token"] = services.tokens.mint(call_sid, persona.name)
+            parameters["token"] = services.tokens.mint(call_sid, persona.name, caller, called)
         log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)
         fallback = persona.fallback_plan(caller_number=caller)
         return _twiml(connect_twiml(stream_url, parameters, fallback))

@@ -43,6 +43,7 @@ from bridge.call import (
     RunTool,
     TranscriptLine,
 )
+from bridge.caller_text import clean_number
 from bridge.calls import CallRegistry
 from bridge.errors import describe
 from bridge.logs import get_logger
@@ -501,7 +502,11 @@ async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallR
 
     structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
     try:
-        persona_name = start.custom_parameters.get("persona")
+        params = start.custom_parameters
+        persona_name = params.get("persona")
+        # Unsigned (local mode), the parameters are all there is, cleaned; signed, the
+        # numbers come from the token, which the webhook minted from Twilio's request.
+        caller, called = clean_number(params.get("From")), clean_number(params.get("To"))
         if services.tokens is not None:
             try:
                 claims = services.tokens.verify(
@@ -512,7 +517,7 @@ async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallR
                 metrics.CALLS.labels(outcome="rejected_auth").inc()
                 await ws.close(CLOSE_POLICY_VIOLATION, "invalid stream token")
                 return
-            persona_name = claims.persona  # signed: trust it over the plain parameter
+            persona_name, caller, called = claims.persona, claims.caller, claims.called
         refusal = calls.admit(start.call_sid)
         if refusal is not None:
             log.warning("stream_rejected", reason=refusal)
@@ -522,7 +527,7 @@ async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallR
             await ws.close(code, refusal)
             return
         try:
-            await _run_call(ws, services, calls, start, persona_name)
+            await _run_call(ws, services, calls, start, persona_name, caller, called)
         finally:
             calls.release(start.call_sid)
     finally:
@@ -548,12 +553,13 @@ async def _run_call(
     calls: CallRegistry,
     start: tw.Start,
     persona_name: str | None,
+    caller: str,
+    called: str,
 ) -> None:
     params = start.custom_parameters
     persona = services.persona_for(persona_name)
     settings = services.settings
     audio_mode = settings.REALTIME_AUDIO
-    caller = params.get("From", "")
     stream_opened_at = time.time()
     at = datetime.now(UTC)
     tools = build_tools(persona, settings)
@@ -581,7 +587,7 @@ async def _run_call(
     )
     started = {
         "from": caller,
-        "to": params.get("To", ""),
+        "to": called,
         "persona": persona.name,
         "provider": settings.provider,
         "audio": audio_mode,

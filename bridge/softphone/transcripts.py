@@ -14,6 +14,9 @@ from typing import Any, Final
 BACKLOG_LINES: Final = 200
 """Lines kept per watched call, so a page that subscribes late still sees the call so far."""
 
+SUBSCRIBER_QUEUE_LINES: Final = 1000
+"""Lines waiting for one page's event stream to take them."""
+
 
 class TranscriptFeed:
     """Per-call fan-out of transcript log lines to subscribed pages."""
@@ -21,6 +24,14 @@ class TranscriptFeed:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._backlog: dict[str, deque[dict[str, Any]]] = {}
+
+    @property
+    def watched(self) -> int:
+        """Calls whose lines are kept (each for as long as a page subscribes)."""
+        return len(self._backlog)
+
+    def watching(self, call_sid: str) -> bool:
+        return call_sid in self._backlog
 
     def watch(self, call_sid: str) -> None:
         """Start keeping lines of `call_sid` (the page does this before it places the call)."""
@@ -32,12 +43,13 @@ class TranscriptFeed:
             return  # nobody watches this call (a real phone call): keep nothing
         backlog.append(line)
         for queue in self._subscribers.get(call_sid, ()):
-            queue.put_nowait(line)
+            if not queue.full():  # a page that stopped reading loses lines, not our memory
+                queue.put_nowait(line)
 
     def subscribe(self, call_sid: str) -> asyncio.Queue[dict[str, Any]]:
         """A queue of the call's lines, starting with those already logged."""
         self.watch(call_sid)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE_LINES)
         for line in self._backlog[call_sid]:
             queue.put_nowait(line)
         self._subscribers[call_sid].add(queue)
