@@ -285,16 +285,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         window = data[:budget]
         tail = self._tail
         end = (tail + window).find(_END_OF_HEADERS)
-        if end >= 0:
-            size = end + len(_END_OF_HEADERS) - len(tail)
-        elif len(data) > budget:
-            self.drop("header_too_large")
-            return -1
-        else:
-            size = len(data)
+        size = end + len(_END_OF_HEADERS) - len(tail) if end >= 0 else len(window)
         lines = data.count(b"\n", 0, size)
         if self._header_lines + lines > limits.max_header_count + 2:  # + request line, blank
             self.drop("too_many_headers")
+            return -1
+        if end < 0 and len(data) > budget:
+            self.drop("header_too_large")
             return -1
         self._header_bytes += size
         self._header_lines += lines
@@ -394,19 +391,19 @@ class BodyRefused(HTTPException):
 
 
 async def read_form(
-    request: Request, max_bytes: int, timeout_s: float = BODY_TIMEOUT_S
+    request: Request, max_bytes: int, timeout_s: float | None = None
 ) -> dict[str, str]:
     """A urlencoded body read as it streams, at most `max_bytes` of it and within
     `timeout_s`: a declared Content-Length over the cap is refused before any of the body is
     read, a streamed one as soon as it passes the cap. Raises `BodyRefused` (413 or 408),
-    which the route answers as it is."""
+    which the route answers as it is. `timeout_s` defaults to `BODY_TIMEOUT_S`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         _refuse_body("body_too_large")
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(BODY_TIMEOUT_S if timeout_s is None else timeout_s):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_bytes:
