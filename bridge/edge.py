@@ -167,8 +167,8 @@ class Refusals:
 
     @staticmethod
     def _log(reason: str, count: int) -> None:
-        quiet = reason in ("idle_timeout", "evicted") and count == 1
-        emit = log.info if quiet else log.warning
+        # A connection opened and never used (a browser's preconnect) is no one's fault.
+        emit = log.info if reason == "idle_timeout" else log.warning
         emit("http_refused", reason=reason, status=REASONS[reason], count=count)
 
 
