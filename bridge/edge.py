@@ -37,6 +37,12 @@ Once the headers are complete the guard only forwards, and an upgraded connectio
 is picows' own (`transport.set_protocol`): the media stream never passes through this code.
 Refusals are counted in `voicebridge_http_refused_total` and logged as `http_refused`, at most
 one line per reason every `REFUSAL_LOG_INTERVAL_S` (a flood must not become a log flood).
+
+Measured by bench/edge.py (a bridge subprocess, 1,024 file descriptors, one call streaming
+through each attack): 2 × 25 MB of small headers, a 100 MB header and 2 × 200 MB webhook
+bodies are each refused within 6 ms at under 1 MiB of RSS, with no stall and no frame lost;
+1,010 silent or half-upgraded connections keep the bridge under 275 descriptors, none lives
+past 5 s, and a call placed during the flood connects.
 """
 
 from __future__ import annotations

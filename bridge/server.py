@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.types import ASGIApp
 
-from bridge.edge import KEEPALIVE_IDLE_TIMEOUT_S, edge_protocol
+from bridge import edge
 from bridge.logs import get_logger
 from bridge.metrics_port import metrics_apart
 from bridge.ws import TwilioSocket, uvicorn_ws_protocol
@@ -56,8 +56,8 @@ def uvicorn_config(
         metrics_apart(app, bridge.settings if bridge is not None else None, host),
         host=host,
         port=port,
-        http=edge_protocol(),  # type: ignore[arg-type]
-        timeout_keep_alive=KEEPALIVE_IDLE_TIMEOUT_S,  # type: ignore[arg-type]
+        http=edge.edge_protocol(),  # type: ignore[arg-type]
+        timeout_keep_alive=edge.KEEPALIVE_IDLE_TIMEOUT_S,  # type: ignore[arg-type]
         ws=uvicorn_ws_protocol(on_stream, batch_writes=batch_writes),  # type: ignore[arg-type]
         log_config=None,
         log_level="warning",

@@ -126,6 +126,31 @@ async def test_headers_not_done_in_time_get_408_and_silence_is_closed(
     assert reasons == {"header_timeout": 408, "idle_timeout": None}
 
 
+async def test_a_keepalive_connection_idle_or_slow_on_its_next_request_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(edge, "KEEPALIVE_IDLE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(edge, "HEADER_TIMEOUT_S", 0.6)
+    async with bridge() as served:
+        idle_reader, idle = await connect(served.port)
+        slow_reader, slow = await connect(served.port)
+        for writer in (idle, slow):
+            writer.write(HEALTHZ + b"\r\n")
+        for reader in (idle_reader, slow_reader):
+            assert (await asyncio.wait_for(reader.readuntil(OK), 5)).startswith(b"HTTP/1.1 200")
+        answered = time.monotonic()
+        slow.write(HEALTHZ)  # the next request starts and never ends
+        idle_end = await until_closed(idle_reader)
+        idle_after = time.monotonic() - answered
+        slow_end = await until_closed(slow_reader)
+        slow_after = time.monotonic() - answered
+        idle.close()
+        slow.close()
+    assert idle_end == b"" and 0.25 <= idle_after < 1.3  # closed silently when idle
+    # The header timer runs from the next request's first byte, whatever came before.
+    assert slow_end.startswith(b"HTTP/1.1 408 ") and 0.55 <= slow_after < 1.6
+
+
 async def test_past_the_cap_the_oldest_waiting_goes_and_busy_ones_refuse_newcomers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
