@@ -16,15 +16,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
+<<<<<<< HEAD
 from bridge.caller_text import clean_number, clean_sid
 from bridge.calls import CallRegistry
+=======
+from bridge.edge import read_form
+>>>>>>> h-http
 from bridge.engine.local import local_engine
 from bridge.logs import get_logger
 from bridge.loop_lag import watch_loop_lag
@@ -83,10 +86,8 @@ def connect_twiml(
 async def _form(request: Request) -> dict[str, str]:
     if request.method != "POST":
         return dict(request.query_params)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return {}
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    # Read with the cap as it streams: past it, 413 and nothing more read (bridge.edge).
+    return await read_form(request, MAX_FORM_BYTES)
 
 
 def create_app(settings: Settings, personas: PersonaBook | Persona | None = None) -> FastAPI:

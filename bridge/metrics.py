@@ -167,6 +167,30 @@ EVENT_LOOP_LAG = Histogram(
 )
 
 
+HTTP_REFUSAL_REASONS = (
+    "header_too_large",
+    "too_many_headers",
+    "header_timeout",
+    "idle_timeout",
+    "evicted",
+    "too_many_connections",
+    "body_too_large",
+    "body_timeout",
+)
+"""Values of the ``reason`` label of :data:`HTTP_REFUSED` (``bridge.edge`` says what each is)."""
+
+HTTP_REFUSED = Counter(
+    "voicebridge_http_refused",
+    "HTTP requests or connections refused at the public port's limits, by reason: "
+    + ", ".join(HTTP_REFUSAL_REASONS)
+    + ". A rate well above zero is a flood or a misbehaving client.",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in HTTP_REFUSAL_REASONS:
+    HTTP_REFUSED.labels(reason=_reason)
+
+
 def render() -> tuple[bytes, str]:
     """The body and Content-Type of a ``GET /metrics`` answer (Prometheus text format)."""
     return generate_latest(REGISTRY), CONTENT_TYPE

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.types import ASGIApp
 
+from bridge import edge
 from bridge.logs import get_logger
+from bridge.metrics_port import metrics_apart
 from bridge.ws import TwilioSocket, uvicorn_ws_protocol
 
 if TYPE_CHECKING:
@@ -40,15 +42,30 @@ def uvicorn_config(
 
     HTTP routes are FastAPI on uvicorn (httptools, uvloop). WebSocket upgrades are handed to
     picows (`bridge.ws.uvicorn_ws_protocol`); each media stream goes to `on_stream`, by default
+<<<<<<< HEAD
     the app's (`app.state.on_stream`). `batch_writes`: see `bridge.ws.LoopWrites`. No access
     log (a line per call and per health probe), our logging.
+=======
+    the bridge's (`app.state.bridge`). `batch_writes`: see `bridge.ws.LoopWrites`. No access
+    log (a line per call and per health probe), our logging. Every connection passes the
+    edge's limits (`bridge.edge`: header size, count and time, unauthenticated connections)
+    until its headers are read; with `METRICS_PORT` set, `/metrics` moves to its own
+    listener (`bridge.metrics_port`).
+>>>>>>> h-http
     """
+    bridge = getattr(getattr(app, "state", None), "bridge", None)
     if on_stream is None:
+<<<<<<< HEAD
         on_stream = app.state.on_stream  # type: ignore[attr-defined]
+=======
+        on_stream = bridge.serve_stream  # type: ignore[union-attr]
+>>>>>>> h-http
     return uvicorn.Config(
-        app,
+        metrics_apart(app, bridge.settings if bridge is not None else None, host),
         host=host,
         port=port,
+        http=edge.edge_protocol(),  # type: ignore[arg-type]
+        timeout_keep_alive=edge.KEEPALIVE_IDLE_TIMEOUT_S,  # type: ignore[arg-type]
         ws=uvicorn_ws_protocol(on_stream, batch_writes=batch_writes),  # type: ignore[arg-type]
         log_config=None,
         log_level="warning",

@@ -34,6 +34,16 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def _is_ip_or_localhost(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class Settings(BaseSettings):
     """All the product's environment variables, typed. Secrets are `SecretStr` so they never
     print by accident."""
@@ -74,6 +84,11 @@ class Settings(BaseSettings):
     # Signs every request sent to the business's systems (HTTP tools, call events).
     WEBHOOK_SIGNING_SECRET: SecretStr | None = None
 
+    # /metrics on its own address, off the public port (bridge/metrics_port.py). Unset: served
+    # on the public port. METRICS_HOST defaults to the public port's bind address.
+    METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
+    METRICS_HOST: str | None = None
+
     LOG_FORMAT: Literal["json", "console"] = "json"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -89,6 +104,8 @@ class Settings(BaseSettings):
         "REALTIME_PROVIDER",
         "SOFTPHONE_ENABLED",
         "WEBHOOK_SIGNING_SECRET",
+        "METRICS_PORT",
+        "METRICS_HOST",
         mode="before",
     )
     @classmethod
@@ -143,6 +160,17 @@ class Settings(BaseSettings):
             if scheme not in ("wss", "ws"):
                 raise ValueError(
                     f"REALTIME_URL={self.REALTIME_URL!r}: must be a ws:// or wss:// URL"
+                )
+        if self.METRICS_HOST is not None:
+            if self.METRICS_PORT is None:
+                raise ValueError(
+                    "METRICS_HOST is set but METRICS_PORT is not: set METRICS_PORT to serve "
+                    "/metrics on its own address"
+                )
+            if not _is_ip_or_localhost(self.METRICS_HOST):
+                raise ValueError(
+                    f"METRICS_HOST={self.METRICS_HOST!r}: expected an IP address to listen on, "
+                    "such as 0.0.0.0, 127.0.0.1 or ::"
                 )
         provider = self.provider
         if provider == "openai" and self.OPENAI_API_KEY is None:

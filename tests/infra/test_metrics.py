@@ -24,6 +24,7 @@ EXPECTED = {
     "voicebridge_frames_dropped": ("counter", ("direction", "reason")),
     "voicebridge_queue_depth": ("histogram", ("queue",)),
     "voicebridge_event_loop_lag_seconds": ("histogram", ()),
+    "voicebridge_http_refused": ("counter", ("reason",)),
 }
 
 
