@@ -22,12 +22,9 @@ from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
-<<<<<<< HEAD
 from bridge.caller_text import clean_number, clean_sid
 from bridge.calls import CallRegistry
-=======
 from bridge.edge import read_form
->>>>>>> h-http
 from bridge.engine.local import local_engine
 from bridge.logs import get_logger
 from bridge.loop_lag import watch_loop_lag

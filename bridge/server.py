@@ -42,26 +42,17 @@ def uvicorn_config(
 
     HTTP routes are FastAPI on uvicorn (httptools, uvloop). WebSocket upgrades are handed to
     picows (`bridge.ws.uvicorn_ws_protocol`); each media stream goes to `on_stream`, by default
-<<<<<<< HEAD
     the app's (`app.state.on_stream`). `batch_writes`: see `bridge.ws.LoopWrites`. No access
-    log (a line per call and per health probe), our logging.
-=======
-    the bridge's (`app.state.bridge`). `batch_writes`: see `bridge.ws.LoopWrites`. No access
     log (a line per call and per health probe), our logging. Every connection passes the
     edge's limits (`bridge.edge`: header size, count and time, unauthenticated connections)
     until its headers are read; with `METRICS_PORT` set, `/metrics` moves to its own
     listener (`bridge.metrics_port`).
->>>>>>> h-http
     """
-    bridge = getattr(getattr(app, "state", None), "bridge", None)
+    services = getattr(getattr(app, "state", None), "services", None)
     if on_stream is None:
-<<<<<<< HEAD
         on_stream = app.state.on_stream  # type: ignore[attr-defined]
-=======
-        on_stream = bridge.serve_stream  # type: ignore[union-attr]
->>>>>>> h-http
     return uvicorn.Config(
-        metrics_apart(app, bridge.settings if bridge is not None else None, host),
+        metrics_apart(app, services.settings if services is not None else None, host),
         host=host,
         port=port,
         http=edge.edge_protocol(),  # type: ignore[arg-type]
