@@ -387,9 +387,11 @@ class CallRuntime:
         with contextlib.suppress(Exception):
             await self.upstream.close()
         reason = call.end_reason or "error"
+        # Before the socket closes: Twilio asks the `<Connect>` action as soon as it has.
+        self.services.outcomes.record(call.call_sid, call.after_stream)
         close_code = {
             "protocol_error": CLOSE_POLICY_VIOLATION,
-            # Twilio continues with the persona's fallback TwiML after </Connect>.
+            # The stream failed the caller: its action answers with the fallback.
             "upstream_failed": CLOSE_UPSTREAM_FAILED,
         }.get(reason, CLOSE_NORMAL)
         if self.twilio.open:
@@ -580,10 +582,9 @@ async def _run_call(
     at = datetime.now(UTC)
     tools = build_tools(persona, settings)
     env = ToolEnv(persona, settings, start.call_sid, caller)
-    can_transfer = services.control is not None
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
-        return keypad.decide(persona, digit, env, can_transfer=can_transfer)
+        return keypad.decide(persona, digit, env)
 
     call = Call(
         stream_sid=start.stream_sid,
@@ -618,6 +619,7 @@ async def _run_call(
     except Exception as exc:  # any failure to open: DNS, TLS, 401, timeout
         log.error("upstream_connect_failed", url=target.safe_url, error=describe(exc))
         finish(call, _LogOnly(services), "upstream_failed")
+        services.outcomes.record(call.call_sid, call.after_stream)
         # Closing the stream lets Twilio continue with the TwiML after </Connect>:
         # the fallback apology, so the caller is never left in silence.
         await ws.close(CLOSE_UPSTREAM_FAILED, "upstream unavailable")

@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from bridge import twilio_stream as tw
+from bridge.after_stream import DELIBERATE, AfterStream, Fallback, Hangup, Transfer
 from bridge.call.effects import (
     BargeIn,
     CarryOut,
@@ -210,6 +211,21 @@ class Call:
         """Why the call ends. Once Twilio has been asked to transfer or hang up, that is the
         reason, even if Twilio's `stop` reached the stream before its REST answer did."""
         return self._handoff_reason or self._end_reason
+
+    @property
+    def after_stream(self) -> AfterStream:
+        """What Twilio should do with the call once this stream has ended (the answer to the
+        `<Connect>` action): a transfer under way is dialled, a deliberate end hangs up, and
+        anything else is the agent failing the caller, who hears the persona's fallback."""
+        progress = self._handoff
+        if progress is not None and progress.stage == "acting":
+            handoff = progress.handoff
+            if handoff.kind == "transfer" and handoff.number:
+                return Transfer(handoff.target or "", handoff.number)
+            return Hangup()
+        if self.end_reason in DELIBERATE:
+            return Hangup()
+        return Fallback()
 
     def drain(self, sink: Sink) -> None:
         """Hand everything decided since the last drain to the adapter, in wire order:
@@ -679,14 +695,15 @@ class Call:
         self._out.effects.append(CarryOut(progress.handoff))
 
     def handoff_result(self, outcome: ControlOutcome | None, now: float) -> None:
-        """How carrying out the handoff went: `None` when there was no Twilio account to ask
-        (local mode: closing the stream ends the call)."""
+        """How carrying out the handoff went: `None` when there was no Twilio account to ask.
+        Either way the stream ends now; when REST did not do it, Twilio's request for the
+        `<Connect>` action gets the transfer's `<Dial>` or a `<Hangup/>` (`after_stream`)."""
         progress = self._handoff
         if progress is None or progress.stage != "acting":
             return
         handoff = progress.handoff
         if outcome is None:
-            self._log("call_control", action=handoff.kind, ok=True, via="stream_close")
+            self._log("call_control", action=handoff.kind, ok=True, via="connect_action")
             self.end(handoff.reason)
             return
         fields: dict[str, Any] = {
@@ -701,18 +718,12 @@ class Call:
             fields["code"] = outcome.code
         if outcome.error:
             fields["error"] = outcome.error
+        if not outcome.ok:
+            # Twilio REST failed (429, 5xx, a timeout): the stream's end does it instead, as
+            # the `<Connect>` action's answer (a `<Dial>`, or `<Hangup/>`).
+            fields["then"] = "connect_action"
         self._log("call_control", "info" if outcome.ok else "warning", **fields)
-        if outcome.ok or handoff.kind == "hangup":
-            # A failed hang-up still ends the stream: Twilio then plays the fallback TwiML.
-            self.end(handoff.reason)
-            return
-        # The transfer did not happen and the caller is still on the line.
-        self._handoff_reason = None
-        self._handoff = None
-        self.say(
-            f"The transfer to {handoff.target} did not go through. Apologise briefly to the "
-            "caller and offer to help another way."
-        )
+        self.end(handoff.reason)
 
     # Time: limits, idleness, renewal, the handoff's watchdog ---------------------------------
 
