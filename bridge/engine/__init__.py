@@ -10,7 +10,6 @@ Speech detection, recognition, the reply policy and synthesis are plug-ins.
   (returns :class:`Speech` / :class:`ToolCall` outputs), :class:`Voice` (:class:`ToneVoice`).
 """
 
-from bridge.engine.codec import AudioFormat
 from bridge.engine.config import SessionConfig, Transcription, TurnDetection
 from bridge.engine.errors import ProtocolError
 from bridge.engine.items import (
@@ -30,7 +29,6 @@ from bridge.engine.vad import EnergyVad, SpeechStarted, SpeechStopped, Vad
 from bridge.engine.voice import ToneVoice, Voice, tone
 
 __all__ = [
-    "AudioFormat",
     "Connection",
     "ContentPart",
     "Conversation",

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from bridge.engine.codec import AudioFormat
+from bridge.audio_format import AudioFormat
 
 TurnDetectionType = Literal["server_vad", "semantic_vad"]
 

@@ -17,8 +17,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
+from bridge.audio_format import AudioFormat
 from bridge.engine._fields import one_of, require, typed, unknown_keys
-from bridge.engine.codec import AudioFormat, InputDecoder
+from bridge.engine.codec import InputDecoder
 from bridge.engine.config import SessionConfig, SessionPatch, Transcription, TurnDetection
 from bridge.engine.errors import ProtocolError
 from bridge.engine.items import (
