@@ -157,6 +157,7 @@ ServerEvent = (
     | Ignored
 )
 
+
 @dataclass(frozen=True, slots=True)
 class TurnDetection:
     """Server-side turn detection; `None` fields are left to the provider's defaults."""
