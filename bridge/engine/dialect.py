@@ -1,9 +1,9 @@
 """The two dialects of the Realtime protocol, translated in this one place.
 
 The state machine speaks one vocabulary: GA event names and neutral records
-(:class:`SessionConfig`, items, :class:`ResponseRecord`). A :class:`Dialect` parses the
-client's ``session.update`` and items into those records, renders them back in its own
-shape, and renames or trims outgoing events (:meth:`Dialect.outgoing`).
+(:class:`EngineSessionConfig`, items, :class:`ResponseRecord`). An :class:`EngineDialect`
+parses the client's ``session.update`` and items into those records, renders them back in
+its own shape, and renames or trims outgoing events (:meth:`EngineDialect.outgoing`).
 
 GA is ``gpt-realtime`` on OpenAI and Azure's ``/openai/v1`` endpoint; beta is the older
 ``OpenAI-Beta: realtime=v1`` shape that Azure preview api-versions still speak.
@@ -20,7 +20,12 @@ from typing import Any, ClassVar, Literal
 from bridge.audio_format import AudioFormat
 from bridge.engine._fields import one_of, require, typed, unknown_keys
 from bridge.engine.codec import InputDecoder
-from bridge.engine.config import SessionConfig, SessionPatch, Transcription, TurnDetection
+from bridge.engine.config import (
+    EngineSessionConfig,
+    EngineTurnDetection,
+    SessionPatch,
+    Transcription,
+)
 from bridge.engine.errors import ProtocolError
 from bridge.engine.items import (
     ContentPart,
@@ -36,7 +41,7 @@ DialectName = Literal["ga", "beta"]
 _ITEM_META = ("id", "object", "status")
 
 
-class Dialect(ABC):
+class EngineDialect(ABC):
     """How one dialect spells sessions, items, responses and event names."""
 
     name: ClassVar[DialectName]
@@ -49,7 +54,7 @@ class Dialect(ABC):
     def parse_session(self, session: Any) -> SessionPatch:
         """The ``session`` object of a ``session.update`` → the fields it changes."""
 
-    def parse_item(self, raw: Any, config: SessionConfig, item_id: str) -> Item:
+    def parse_item(self, raw: Any, config: EngineSessionConfig, item_id: str) -> Item:
         """The ``item`` of a ``conversation.item.create`` → a conversation item.
 
         ``item_id`` is used unless the client chose its own ``id``.
@@ -93,7 +98,9 @@ class Dialect(ABC):
             "function_call_output": ("type", "call_id", "output", *_ITEM_META),
         }[kind]
 
-    def _parse_content(self, raw: Any, role: str, config: SessionConfig, path: str) -> ContentPart:
+    def _parse_content(
+        self, raw: Any, role: str, config: EngineSessionConfig, path: str
+    ) -> ContentPart:
         part = typed(raw, dict, path)
         unknown_keys(part, ("type", "text", "audio", "transcript"), path)
         allowed = {
@@ -117,7 +124,7 @@ class Dialect(ABC):
     # --- engine → client -------------------------------------------------------------------
 
     @abstractmethod
-    def render_session(self, config: SessionConfig, session_id: str) -> dict[str, Any]:
+    def render_session(self, config: EngineSessionConfig, session_id: str) -> dict[str, Any]:
         """The ``session`` object of ``session.created`` / ``session.updated``."""
 
     def render_item(self, item: Item) -> dict[str, Any]:
@@ -149,7 +156,9 @@ class Dialect(ABC):
         return {"type": "input_text", "text": part.text}
 
     @abstractmethod
-    def render_response(self, response: ResponseRecord, config: SessionConfig) -> dict[str, Any]:
+    def render_response(
+        self, response: ResponseRecord, config: EngineSessionConfig
+    ) -> dict[str, Any]:
         """The ``response`` object of ``response.created`` / ``response.done``."""
 
     def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -171,7 +180,7 @@ def _b64decode(text: str, path: str) -> bytes:
         ) from None
 
 
-def _turn_detection(raw: Any, path: str, *, keys: tuple[str, ...]) -> TurnDetection | None:
+def _turn_detection(raw: Any, path: str, *, keys: tuple[str, ...]) -> EngineTurnDetection | None:
     if raw is None:
         return None
     td = typed(raw, dict, path)
@@ -192,7 +201,7 @@ def _turn_detection(raw: Any, path: str, *, keys: tuple[str, ...]) -> TurnDetect
         values["eagerness"] = one_of(
             td["eagerness"], ("low", "medium", "high", "auto"), f"{path}.eagerness"
         )
-    return TurnDetection(**values)
+    return EngineTurnDetection(**values)
 
 
 def _transcription(raw: Any, path: str, keys: tuple[str, ...]) -> Transcription | None:
@@ -231,7 +240,7 @@ def _usage(response: ResponseRecord) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------
 
 
-class GaDialect(Dialect):
+class GaDialect(EngineDialect):
     """``gpt-realtime`` (OpenAI ``/v1/realtime``, Azure ``/openai/v1/realtime``)."""
 
     name = "ga"
@@ -374,7 +383,7 @@ class GaDialect(Dialect):
             return {"type": "audio/pcm", "rate": 24000}
         return {"type": "audio/pcmu"}
 
-    def render_session(self, config: SessionConfig, session_id: str) -> dict[str, Any]:
+    def render_session(self, config: EngineSessionConfig, session_id: str) -> dict[str, Any]:
         td = config.turn_detection
         session: dict[str, Any] = {
             "type": "realtime",
@@ -405,7 +414,9 @@ class GaDialect(Dialect):
         session.update(config.passthrough)
         return session
 
-    def render_response(self, response: ResponseRecord, config: SessionConfig) -> dict[str, Any]:
+    def render_response(
+        self, response: ResponseRecord, config: EngineSessionConfig
+    ) -> dict[str, Any]:
         return {
             "id": response.id,
             "object": "realtime.response",
@@ -426,7 +437,7 @@ class GaDialect(Dialect):
         }
 
 
-def _render_td_ga(td: TurnDetection | None) -> dict[str, Any] | None:
+def _render_td_ga(td: EngineTurnDetection | None) -> dict[str, Any] | None:
     if td is None:
         return None
     if td.type == "semantic_vad":
@@ -481,7 +492,7 @@ _BETA_DROPPED_EVENTS = frozenset({"conversation.item.done"})
 _BETA_DROPPED_FIELDS = {"response.function_call_arguments.done": ("name",)}
 
 
-class BetaDialect(Dialect):
+class BetaDialect(EngineDialect):
     """The beta shape (``OpenAI-Beta: realtime=v1``; Azure preview api-versions)."""
 
     name = "beta"
@@ -586,7 +597,7 @@ class BetaDialect(Dialect):
     def render_format(fmt: AudioFormat) -> str:
         return "pcm16" if fmt is AudioFormat.PCM16 else "g711_ulaw"
 
-    def render_session(self, config: SessionConfig, session_id: str) -> dict[str, Any]:
+    def render_session(self, config: EngineSessionConfig, session_id: str) -> dict[str, Any]:
         td = config.turn_detection
         session: dict[str, Any] = {
             "id": session_id,
@@ -620,7 +631,9 @@ class BetaDialect(Dialect):
         session.update({k: v for k, v in config.passthrough.items() if k != "client_secret"})
         return session
 
-    def render_response(self, response: ResponseRecord, config: SessionConfig) -> dict[str, Any]:
+    def render_response(
+        self, response: ResponseRecord, config: EngineSessionConfig
+    ) -> dict[str, Any]:
         return {
             "id": response.id,
             "object": "realtime.response",
@@ -652,12 +665,12 @@ def _beta_modalities(modalities: tuple[str, ...]) -> list[str]:
     return ["audio", "text"] if "audio" in modalities else list(modalities)
 
 
-DIALECTS: Mapping[DialectName, Dialect] = {"ga": GaDialect(), "beta": BetaDialect()}
+DIALECTS: Mapping[DialectName, EngineDialect] = {"ga": GaDialect(), "beta": BetaDialect()}
 
 
-def get_dialect(name: DialectName | Dialect) -> Dialect:
+def get_dialect(name: DialectName | EngineDialect) -> EngineDialect:
     """A dialect by name (``"ga"`` or ``"beta"``), or the instance itself."""
-    if isinstance(name, Dialect):
+    if isinstance(name, EngineDialect):
         return name
     try:
         return DIALECTS[name]

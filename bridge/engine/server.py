@@ -29,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
-from bridge.engine.config import SessionConfig
+from bridge.engine.config import EngineSessionConfig
 from bridge.engine.dialect import DialectName
 from bridge.engine.responder import Output, Responder, Speech
 from bridge.engine.session import (
@@ -60,7 +60,7 @@ class SessionSetup:
     voice: Voice = field(default_factory=ToneVoice)
     vad_factory: VadFactory = default_vad_factory
     validator: ClientEventValidator | None = None
-    config: SessionConfig | None = None
+    config: EngineSessionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ class RealtimeServer:
             len(self.connections) + 1, request.path, headers, dialect, self.record
         )
         setup = self._setup(connection) if callable(self._setup) else self._setup
-        config = setup.config or SessionConfig()
+        config = setup.config or EngineSessionConfig()
         if config.model is None:
             # The service names the session's model after the URL's (model or deployment).
             query = connection.query_params
