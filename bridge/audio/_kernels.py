@@ -49,8 +49,6 @@ import numpy as np
 from numba import types
 from numpy.typing import NDArray
 
-from bridge.errors import describe
-
 __all__ = [
     "BLOCK",
     "DOWN_STATE_SHAPE",
@@ -132,14 +130,14 @@ def compile_cached(func: Callable[..., Any], signatures: list[Any]) -> Any:
         try:
             return numba.njit(signatures, cache=True)(func)
         except Exception as exc:  # no cache locator, or an unreadable or unwritable cache file
-            failure = describe(exc)
+            failure = f"{type(exc).__name__}: {exc}"
         fallback = private_temp_cache_dir()
         if fallback is not None and numba.config.CACHE_DIR != fallback:
             numba.config.CACHE_DIR = fallback  # numba reads it per function, when decorated
             try:
                 kernel = numba.njit(signatures, cache=True)(func)
             except Exception as exc:
-                failure = describe(exc)
+                failure = f"{type(exc).__name__}: {exc}"
             else:
                 _status = f"temp dir {fallback} (after {failure})"
                 return kernel
