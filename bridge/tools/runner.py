@@ -29,8 +29,9 @@ from bridge.call import Call
 from bridge.logs import get_logger
 from bridge.realtime.events import FunctionCall
 from bridge.tools import dtmf as keypad
+from bridge.tools.base import Handoff, Tool, ToolEnv, ToolResult, speak_exactly
 from bridge.tools.call_control import TwilioCallControl, dial_twiml
-from bridge.tools.registry import Handoff, Tool, ToolEnv, ToolResult, build_tools, speak_exactly
+from bridge.tools.catalogue import build_tools
 
 log = get_logger("voicebridge.tools")
 

@@ -19,7 +19,7 @@ from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig
 from bridge.settings import Settings
-from bridge.tools.registry import Tool, ToolEnv, ToolResult, speak_exactly
+from bridge.tools.base import Tool, ToolEnv, ToolResult, speak_exactly
 from bridge.tools.runner import ToolRunner
 from tests.conftest import LogCapture, make_settings, wait_until
 from tests.fakes.twilio_rest import FakeTwilioRest
