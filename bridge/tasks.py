@@ -9,32 +9,42 @@ does those three things once, for every owner.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["OnFailure", "TaskSet"]
+from bridge.errors import describe
+from bridge.logs import get_logger
+
+__all__ = ["OnError", "TaskSet"]
+
+log = get_logger("voicebridge.tasks")
 
 T = TypeVar("T")
 
-OnFailure = Callable[[asyncio.Task[Any], BaseException], None]
-"""Called, in the event loop, with a task that raised and its exception."""
+OnError = Callable[[str, BaseException], None]
+"""Called, in the event loop, with the name of a task that raised and its exception."""
+
+
+def _log_failure(name: str, exc: BaseException) -> None:
+    log.error("task_failed", task=name, error=describe(exc))
 
 
 class TaskSet:
-    """Holds tasks until they end; a task that raised is reported to `on_failure`.
+    """Holds tasks until they end; a task that raised is reported to `on_error` (by default
+    logged as `task_failed` with `task` and `error`). A cancelled task is not a failure.
 
-    A cancelled task is not a failure. `on_failure` runs as the task's done-callback, so it
-    must not block; it may spawn into this set (e.g. a task that closes the connection).
+    `on_error` runs as the task's done-callback, so it must not block; it may spawn into this
+    set (e.g. a task that closes the connection).
     """
 
-    __slots__ = ("_on_failure", "_tasks")
+    __slots__ = ("_on_error", "_tasks")
 
-    def __init__(self, on_failure: OnFailure) -> None:
-        self._on_failure = on_failure
+    def __init__(self, on_error: OnError | None = None) -> None:
+        self._on_error = on_error if on_error is not None else _log_failure
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
-        """Run `coro` as a task held by this set until it ends."""
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        """Run `coro` as a task named `name`, held by this set until it ends."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -46,31 +56,29 @@ class TaskSet:
             return
         exc = task.exception()  # retrieved here, so asyncio never logs it as lost
         if exc is not None:
-            self._on_failure(task, exc)
+            self._on_error(task.get_name(), exc)
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def cancel_all(self) -> None:
-        """Ask every task to stop, without waiting (for synchronous callers)."""
-        for task in list(self._tasks):
-            task.cancel()
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        """The tasks running now (a copy: spawning while iterating is fine)."""
+        return iter(set(self._tasks))
 
-    async def aclose(self, grace_s: float = 0.0) -> None:
-        """Let the tasks finish for up to `grace_s`, then cancel the rest and await them all.
+    async def wait(self, timeout_s: float) -> None:
+        """Let the tasks finish on their own, for up to `timeout_s` (a drain's grace)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
 
-        Tasks spawned meanwhile (by a failure callback, or by a task being cancelled) are
-        cancelled and awaited too, so the set is empty when this returns; the task calling
-        this, if it is one of the set, is left to finish.
+    async def cancel_all(self) -> None:
+        """Cancel every task and wait until all have ended.
+
+        Tasks spawned meanwhile (by `on_error`, or by a task being cancelled) are cancelled
+        and awaited too, so the set is empty when this returns; the task calling this, if it
+        is one of the set, is left to finish.
         """
         current = asyncio.current_task()
-
-        def others() -> list[asyncio.Task[Any]]:
-            return [task for task in self._tasks if task is not current]
-
-        if grace_s > 0 and (pending := others()):
-            await asyncio.wait(pending, timeout=grace_s)
-        while pending := others():
+        while pending := [task for task in self._tasks if task is not current]:
             for task in pending:
                 task.cancel()
             # A task's own done-callback (`_done`) was added first, so it has run, and the

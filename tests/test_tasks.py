@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 
 from bridge.tasks import TaskSet
+from tests.conftest import LogCapture
 
 
 class Failures:
     def __init__(self) -> None:
         self.seen: list[tuple[str, BaseException]] = []
 
-    def __call__(self, task: asyncio.Task[Any], exc: BaseException) -> None:
-        self.seen.append((task.get_name(), exc))
+    def __call__(self, name: str, exc: BaseException) -> None:
+        self.seen.append((name, exc))
 
 
 async def test_a_task_is_held_until_it_ends_and_gives_its_result() -> None:
@@ -61,14 +62,14 @@ async def test_a_cancelled_task_is_not_a_failure() -> None:
     tasks = TaskSet(failures)
     task = tasks.spawn(asyncio.sleep(3600), "sleeper")
     await asyncio.sleep(0)
-    tasks.cancel_all()
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0)
     assert (len(tasks), failures.seen) == (0, [])
 
 
-async def test_aclose_cancels_and_awaits_every_task() -> None:
+async def test_cancel_all_cancels_and_awaits_every_task() -> None:
     tasks = TaskSet(Failures())
     cleaned: list[int] = []
 
@@ -78,15 +79,16 @@ async def test_aclose_cancels_and_awaits_every_task() -> None:
         finally:
             cleaned.append(n)
 
-    spawned = [tasks.spawn(held(n)) for n in range(5)]
+    spawned = [tasks.spawn(held(n), f"held:{n}") for n in range(5)]
     await asyncio.sleep(0)
-    await tasks.aclose()
+    assert sorted(task.get_name() for task in tasks) == [f"held:{n}" for n in range(5)]
+    await tasks.cancel_all()
     assert sorted(cleaned) == [0, 1, 2, 3, 4]
     assert all(task.cancelled() for task in spawned)
     assert len(tasks) == 0
 
 
-async def test_aclose_lets_a_task_finish_within_the_grace_and_cancels_the_rest() -> None:
+async def test_wait_lets_a_task_finish_within_the_grace_and_cancel_all_ends_the_rest() -> None:
     tasks = TaskSet(Failures())
     release = asyncio.Event()
 
@@ -94,10 +96,12 @@ async def test_aclose_lets_a_task_finish_within_the_grace_and_cancels_the_rest()
         await release.wait()
         return "done"
 
-    quick = tasks.spawn(finishing())
-    stuck = tasks.spawn(asyncio.sleep(3600))
+    quick = tasks.spawn(finishing(), "quick")
+    stuck = tasks.spawn(asyncio.sleep(3600), "stuck")
     asyncio.get_running_loop().call_soon(release.set)
-    await tasks.aclose(grace_s=0.2)
+    await tasks.wait(0.2)
+    assert (quick.result(), stuck.done(), len(tasks)) == ("done", False, 1)
+    await tasks.cancel_all()
     assert (quick.cancelled(), quick.result()) == (False, "done")
     assert stuck.cancelled()
     assert len(tasks) == 0
@@ -107,7 +111,7 @@ async def test_a_task_spawned_by_the_failure_callback_during_close_is_awaited_to
     closers: list[asyncio.Task[None]] = []
     tasks: TaskSet
 
-    def on_failure(task: asyncio.Task[Any], exc: BaseException) -> None:
+    def on_failure(name: str, exc: BaseException) -> None:
         closers.append(tasks.spawn(asyncio.sleep(3600), "close-connection"))
 
     tasks = TaskSet(on_failure)
@@ -118,21 +122,38 @@ async def test_a_task_spawned_by_the_failure_callback_during_close_is_awaited_to
         except asyncio.CancelledError:
             raise RuntimeError("cleanup failed") from None
 
-    tasks.spawn(crash_when_cancelled())
+    tasks.spawn(crash_when_cancelled(), "crash-when-cancelled")
     await asyncio.sleep(0)
-    await tasks.aclose()
+    await tasks.cancel_all()
     assert [closer.cancelled() for closer in closers] == [True]
     assert len(tasks) == 0
 
 
-async def test_aclose_from_a_task_of_the_set_does_not_cancel_its_caller() -> None:
+async def test_cancel_all_from_a_task_of_the_set_does_not_cancel_its_caller() -> None:
     tasks = TaskSet(Failures())
-    other = tasks.spawn(asyncio.sleep(3600))
+    other = tasks.spawn(asyncio.sleep(3600), "other")
 
     async def closing() -> str:
-        await tasks.aclose()
+        await tasks.cancel_all()
         return "closed the others"
 
-    closer = tasks.spawn(closing())
+    closer = tasks.spawn(closing(), "closer")
     assert await closer == "closed the others"
     assert other.cancelled()
+
+
+async def test_without_a_callback_a_crash_is_logged_as_task_failed(logs: LogCapture) -> None:
+    tasks = TaskSet()
+
+    async def crash() -> None:
+        raise ConnectionResetError("peer went away")
+
+    task = tasks.spawn(crash(), "tool:web_search")
+    await asyncio.wait({task})
+    await asyncio.sleep(0)
+    (line,) = logs.events("task_failed")
+    assert (line["level"], line["task"], line["error"]) == (
+        "error",
+        "tool:web_search",
+        "ConnectionResetError: peer went away",
+    )

@@ -363,7 +363,7 @@ class _Runner:
         except ConnectionClosed:
             pass
         finally:
-            await self._tasks.aclose()
+            await self._tasks.cancel_all()
 
     def _received(self, message: str | bytes) -> None:
         text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
@@ -398,10 +398,10 @@ class _Runner:
                 pending = list(self._transcriptions.values())
                 self._tasks.spawn(self._respond(job, pending), "realtime:respond")
 
-    def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+    def _task_failed(self, name: str, exc: BaseException) -> None:
         """A crashed task is an engine bug: say so and end the session as the service would
         (close code 1011), rather than leave the client waiting on a silent server."""
-        log.error("realtime session task failed: %s", task.get_name(), exc_info=exc)
+        log.error("realtime session task failed: %s", name, exc_info=exc)
         self._tasks.spawn(self.websocket.close(1011, "server error"), "realtime:close")
 
     async def _transcribe(self, job: TranscribeJob) -> None:
