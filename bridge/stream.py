@@ -31,8 +31,7 @@ from bridge.logs import get_logger
 from bridge.realtime.dialect import Dialect, UpstreamProtocolError
 from bridge.realtime.upstream import UPSTREAM_AUDIO_BACKLOG_BYTES, connect
 from bridge.security import TokenError
-from bridge.tools.base import speak_exactly
-from bridge.tools.catalogue import function_tools
+from bridge.tools import function_tools, speak_exactly
 from bridge.tools.runner import ToolRunner
 from bridge.ws import TwilioSocket, UpstreamSocket
 

@@ -10,6 +10,13 @@ active response one audio chunk at a time. No sockets, no clocks, no tasks: the 
 
 The only clock here is the input-audio timeline (samples the client appended), which is
 what the protocol's ``audio_start_ms`` / ``audio_end_ms`` are measured on.
+
+Size: one state machine. Its handlers (client events, caller audio and turns, responses)
+all read and change the same state: the conversation, the input buffer, the active response
+and the outbox. Split into modules, they would pass that state around rather than separate
+concerns; what is separable already lives elsewhere (wire spellings in
+:mod:`bridge.engine.dialect`, event parsing in :mod:`bridge.engine.protocol`, the plug-ins,
+and all I/O in :mod:`bridge.engine.server`).
 """
 
 from __future__ import annotations
