@@ -9,8 +9,8 @@ FORCE:
 # The interpreter of .venv, unless PYTHON is given: the system's own CPython when it is 3.11 or
 # newer and can make a venv, else the first python3 on PATH. Distributions build theirs with
 # profile-guided and link-time optimisation, as the official Docker image is built; here
-# Debian's ran the bridge's hot path 14-24 % faster than pyenv's plain build (README,
-# Performance).
+# Debian's ran the bridge's hot path 14-24 % faster than pyenv's plain build
+# (docs/performance.md).
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(shell /usr/bin/python3 -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' \
 	2>/dev/null && echo /usr/bin/python3 || echo python3)

@@ -98,11 +98,12 @@ class Caller:
                 call=call,
                 twilio=cast(Any, self.twilio),
                 upstream=cast(Any, self.upstream),
-                dialect=call.dialect,
-                bridge=cast(Any, None),
+                services=cast(Any, None),
+                tools=cast(Any, None),
+                webhook_at=None,
             )
             call.upstream_opened(0.0)
-            runtime.flush(0.0)
+            runtime.drain()
             self.on_twilio: Callable[[str], None] = runtime.on_twilio_text
             self.on_upstream: Callable[[str], None] = runtime.on_upstream_text
         else:

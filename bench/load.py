@@ -133,7 +133,8 @@ def _wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 30.0) -> 
 
 
 def _server_env(mode: str, upstream_port: int) -> dict[str, str]:
-    """The environment of interface.md, set for the bench and nothing else of the caller's."""
+    """The bridge's environment (docs/reference.md), set for the bench and nothing else of the
+    caller's."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -628,10 +629,10 @@ def summary(steps: list[Step]) -> list[str]:
 
 
 def markdown_table(steps: list[Step]) -> list[str]:
-    """The README's table, as Markdown: per target, mode and N the median step by CPU (the
-    lower middle one for an even count) with that step's latency; late and dropped frames
-    summed over all of that N's steps; RSS per call the slope over N. Then the bridge/floor
-    ratios, each the median of the pairs of one N."""
+    """The table of docs/performance.md, as Markdown: per target, mode and N the median step
+    by CPU (the lower middle one for an even count) with that step's latency; late and dropped
+    frames summed over all of that N's steps; RSS per call the slope over N. Then the
+    bridge/floor ratios, each the median of the pairs of one N."""
     groups: dict[tuple[str, str, int], list[Step]] = defaultdict(list)
     by_target: dict[tuple[str, str], list[Step]] = defaultdict(list)
     for s in steps:
@@ -903,7 +904,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary(steps)))
     print("\n".join(leaks(steps)))
     if not opts.soak:
-        print("\nThe README's table (the median step by CPU of each target, mode and N):")
+        print(
+            "\nThe table of docs/performance.md "
+            "(the median step by CPU of each target, mode and N):"
+        )
         print("\n".join(markdown_table(steps)))
     elif steps:
         print("\n".join(soak_report(steps[0])))

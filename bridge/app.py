@@ -1,9 +1,10 @@
-"""The HTTP and WebSocket surface (interface.md): webhook, media stream, health, metrics.
+"""The HTTP and WebSocket surface (docs/reference.md): webhook, media stream, health, metrics.
 
-Routes are thin: they read the request, ask `Bridge` (the process-wide state: settings,
-personas, live calls, draining) and hand the media stream to `stream.py`. The HTTP routes are
-FastAPI; `/media-stream` is served on the same port by picows, to which uvicorn hands every
-WebSocket upgrade (`server.uvicorn_config`, `ws.uvicorn_ws_protocol`).
+Routes are thin: they read the request, ask the process's `Services` (settings, personas,
+signatures) and `CallRegistry` (live calls, draining), and hand the media stream to the call
+runtime (`stream.py`), which never imports this module. The HTTP routes are FastAPI;
+`/media-stream` is served on the same port by picows, to which uvicorn hands every WebSocket
+upgrade (`server.uvicorn_config`, `ws.uvicorn_ws_protocol`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
+from bridge.caller_text import clean_number, clean_sid
+from bridge.calls import CallRegistry
 from bridge.engine.local import local_engine
 from bridge.logs import get_logger
 from bridge.loop_lag import watch_loop_lag
 from bridge.persona import FallbackPlan, Persona, PersonaBook
-from bridge.realtime.upstream import UpstreamTarget, upstream_target
-from bridge.security import StreamTokens, TwilioSignatures
+from bridge.services import Services
 from bridge.settings import Settings
 from bridge.softphone import softphone_enabled, softphone_router
-from bridge.stream import CallRuntime, handle_media_stream
+from bridge.softphone.transcripts import FEED
+from bridge.stream import handle_media_stream
 from bridge.tools import unavailable_tools, web_search
 from bridge.ws import TwilioSocket
 
@@ -43,78 +46,6 @@ BUSY_SAY = (
     "Sorry, all of our lines are busy right now. Please call again in a few minutes. Goodbye."
 )
 MAX_FORM_BYTES = 64 * 1024
-
-
-class Bridge:
-    """Process-wide state shared by the routes."""
-
-    def __init__(self, settings: Settings, personas: PersonaBook | Persona | None = None) -> None:
-        self.settings = settings
-        if isinstance(personas, Persona):
-            personas = PersonaBook([personas])
-        self.personas = personas or PersonaBook.builtin()
-        self.active_calls = 0
-        self.idle = asyncio.Event()  # set while no call is live (the drain waits on it)
-        self.idle.set()
-        self.draining = False
-        self.runtimes: set[CallRuntime] = set()
-        self.streams: set[asyncio.Task[None]] = set()  # one per media-stream connection
-        self.local_engine_url: str | None = None
-        self.signatures: TwilioSignatures | None = None
-        self.tokens: StreamTokens | None = None
-        if settings.TWILIO_AUTH_TOKEN is not None and settings.PUBLIC_URL is not None:
-            secret = settings.TWILIO_AUTH_TOKEN.get_secret_value()
-            self.signatures = TwilioSignatures(secret, settings.PUBLIC_URL)
-            self.tokens = StreamTokens(secret)
-
-    def persona_for(self, name: str | None) -> Persona:
-        """The persona the webhook chose (by name, from the stream's parameters)."""
-        persona = self.personas.get(name) if name else None
-        if persona is None:
-            if name:
-                log.warning("persona_unknown", persona=name, using=self.personas.default.name)
-            persona = self.personas.default
-        return persona
-
-    def upstream_target(self) -> UpstreamTarget:
-        return upstream_target(self.settings, self.local_engine_url)
-
-    @property
-    def accepting(self) -> bool:
-        return not self.draining and self.active_calls < self.settings.MAX_CONCURRENT_CALLS
-
-    def serve_stream(self, ws: TwilioSocket) -> None:
-        """A media-stream socket completed its handshake: serve it in its own task."""
-        task = asyncio.create_task(handle_media_stream(ws, self), name="media-stream")
-        self.streams.add(task)
-        task.add_done_callback(self._stream_done)
-
-    def _stream_done(self, task: asyncio.Task[None]) -> None:
-        self.streams.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("stream_failed", error=repr(task.exception()))
-
-    async def close_streams(self, timeout_s: float = 5.0) -> None:
-        """Server shutdown: end the calls still live (after the drain), then their tasks."""
-        for runtime in list(self.runtimes):
-            runtime.end("shutdown")
-        if self.streams:
-            await asyncio.wait(set(self.streams), timeout=timeout_s)
-        for task in list(self.streams):
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self.streams, return_exceptions=True)
-
-    def call_started(self) -> None:
-        self.active_calls += 1
-        self.idle.clear()
-        metrics.ACTIVE_CALLS.set(self.active_calls)
-
-    def call_ended(self) -> None:
-        self.active_calls -= 1
-        if self.active_calls == 0:
-            self.idle.set()
-        metrics.ACTIVE_CALLS.set(self.active_calls)
 
 
 def _twiml(body: VoiceResponse) -> Response:
@@ -159,18 +90,27 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def create_app(settings: Settings, personas: PersonaBook | Persona | None = None) -> FastAPI:
-    """Build the ASGI app. `app.state.bridge` is the shared state."""
-    bridge = Bridge(settings, personas)
-    for entry in unavailable_tools(bridge.personas, settings):
+    """Build the ASGI app. `app.state.services` and `app.state.calls` are the process's
+    services and live calls; `app.state.on_stream` takes each media-stream socket."""
+    if isinstance(personas, Persona):
+        personas = PersonaBook([personas])
+    book = personas or PersonaBook.builtin()
+    with_softphone = softphone_enabled(settings)
+    services = Services.build(settings, book, FEED if with_softphone else None)
+    calls = CallRegistry(settings.MAX_CONCURRENT_CALLS)
+    for entry in unavailable_tools(book, settings):
         log.warning("tool_unavailable", **asdict(entry))
+
+    def on_stream(ws: TwilioSocket) -> None:
+        calls.serve(handle_media_stream(ws, services, calls))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The built-in local Realtime engine, when it is the provider (issue 8).
         wanted = settings.provider == "local" and not settings.REALTIME_URL
-        async with local_engine(wanted and bridge.local_engine_url is None) as engine:
+        async with local_engine(wanted and services.upstream.local_engine_url is None) as engine:
             if engine is not None:
-                bridge.local_engine_url = engine.url
+                services.upstream.use_local_engine(engine.url)
             if settings.TAVILY_API_KEY is not None:
                 await web_search.prepare()  # not on the event loop in the first search
             # Everything loaded so far (libraries, compiled kernels, personas) lives as long as
@@ -187,20 +127,22 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 lag.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await lag
-                await bridge.close_streams()
+                await calls.close_all()
 
     app = FastAPI(
         title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
-    app.state.bridge = bridge
-    if softphone_enabled(settings):
+    app.state.services = services
+    app.state.calls = calls
+    app.state.on_stream = on_stream
+    if with_softphone:
         app.include_router(softphone_router())
 
     def signed(request: Request, form: dict[str, str]) -> bool:
-        if bridge.signatures is None:
+        if services.signatures is None:
             return True
         params = form if request.method == "POST" else {}
-        return bridge.signatures.webhook_valid(
+        return services.signatures.webhook_valid(
             request.url.path,
             request.url.query,
             params,
@@ -210,21 +152,21 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
     @app.api_route("/incoming-call", methods=["GET", "POST"])
     async def incoming_call(request: Request) -> Response:
         form = await _form(request)
-        call_sid = form.get("CallSid", "")
+        call_sid = clean_sid(form.get("CallSid"))  # logged, signed: the caller chose it
         if not signed(request, form):
             log.warning("call_rejected", call_sid=call_sid, reason="bad or missing signature")
             metrics.CALLS.labels(outcome="rejected_auth").inc()
             return PlainTextResponse("invalid signature", status_code=403)
-        if not bridge.accepting:
+        if not calls.accepting:
             log.warning(
                 "call_rejected",
                 call_sid=call_sid,
-                reason="draining" if bridge.draining else "at capacity",
+                reason="draining" if calls.draining else "at capacity",
             )
             metrics.CALLS.labels(outcome="rejected_busy").inc()
             return _twiml(busy_twiml())
-        caller, called = form.get("From", ""), form.get("To", "")
-        persona = bridge.personas.for_number(called)
+        caller, called = clean_number(form.get("From")), clean_number(form.get("To"))
+        persona = book.for_number(called)
         stream_url = settings.stream_url(request.headers.get("host"), request.url.scheme)
         parameters = {
             "From": caller,
@@ -232,8 +174,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             "persona": persona.name,
             "webhook_at": f"{time.time():.3f}",  # for the time-to-first-audio metric
         }
-        if bridge.tokens is not None:
-            parameters["token"] = bridge.tokens.mint(call_sid, persona.name)
+        if services.tokens is not None:
+            parameters["token"] = services.tokens.mint(call_sid, persona.name, caller, called)
         log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)
         fallback = persona.fallback_plan(caller_number=caller)
         return _twiml(connect_twiml(stream_url, parameters, fallback))
@@ -264,9 +206,9 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
 
     @app.get("/readyz")
     async def readyz() -> PlainTextResponse:
-        if bridge.draining:
+        if calls.draining:
             return PlainTextResponse("draining", status_code=503)
-        if not bridge.accepting:
+        if not calls.accepting:
             return PlainTextResponse("at capacity", status_code=503)
         return PlainTextResponse("ready")
 

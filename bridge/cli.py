@@ -1,4 +1,4 @@
-"""`voicebridge` command line: serve, call, persona check (interface.md)."""
+"""`voicebridge` command line: serve, call, persona check (docs/reference.md, "Commands")."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from bridge.softphone import softphone_enabled
 DEFAULT_PORT = 8080
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, subcommands and options; `main` parses with it, and the
+    reference test reads it, so docs/reference.md cannot drift from what the command takes."""
     parser = argparse.ArgumentParser(prog="voicebridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -21,8 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host", help="bind address (default 127.0.0.1 without TWILIO_AUTH_TOKEN, else 0.0.0.0)"
     )
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
-    serve.add_argument("--persona", metavar="FILE", help="persona file (overrides PERSONA_FILE)")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    serve.add_argument(
+        "--persona", metavar="FILE", help="persona file or folder (overrides PERSONA_FILE)"
+    )
 
     call = sub.add_parser("call", help="place a simulated phone call against a running bridge")
     call.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="bridge base URL")
@@ -36,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     persona = sub.add_parser("persona", help="persona files")
     persona_sub = persona.add_subparsers(dest="persona_command", required=True)
     check = persona_sub.add_parser("check", help="validate a persona file or folder")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument(
+        "file",
+        metavar="FILE|DIR",
+        help="a persona file, or a folder checked as one set, as PERSONA_FILE is loaded",
+    )
     return parser
 
 
@@ -94,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         _print_how_to_call(host, args.port, softphone=softphone_enabled(settings))
     config = uvicorn_config(app, host, args.port)
-    server = DrainingServer(config, app.state.bridge, settings.DRAIN_TIMEOUT_SECONDS)
+    server = DrainingServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
     server.run()
     return 0
 
@@ -127,7 +137,7 @@ def _call(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "call":

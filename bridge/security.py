@@ -6,9 +6,15 @@ an attacker chooses):
 - the webhook's `X-Twilio-Signature` (HMAC-SHA1 over URL + sorted POST params);
 - the stream handshake's `X-Twilio-Signature` (over `wss://{host}/media-stream`, no params);
 - a stream token minted at the webhook and carried in a `<Parameter>`: HMAC-SHA256 over the
-  CallSid, the persona and an expiry at most 60 s ahead, usable once. The handshake signature
-  alone is the same for every call (no params), so the token is what ties a stream to a call
-  the webhook really answered, and it is checked before any upstream session is opened.
+  CallSid, the persona, the caller's and the called number and an expiry at most 60 s ahead,
+  usable once. The handshake signature alone is the same for every call (no params), so the
+  token is what ties a stream to a call the webhook really answered, and it is checked before
+  any upstream session is opened. The numbers ride in it because the plain `<Parameter>`s
+  are not signed: what the model's instructions say about the caller comes from the claims.
+
+Tokens are secrets for their short life: each is registered with the log scrubber when minted
+and when a genuine one (its signature holds) is received, so a line that quotes one by
+mistake shows `[redacted]` on every replica.
 """
 
 from __future__ import annotations
@@ -21,16 +27,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import orjson
 from twilio.request_validator import RequestValidator
+
+from bridge import logs
 
 TOKEN_TTL_S = 60.0
 
 
 @dataclass(frozen=True)
 class TokenClaims:
+    """What the webhook signed for one call."""
+
     call_sid: str
     persona: str
     expires_at: float
+    caller: str = ""  # the webhook's `From`, cleaned (`caller_text.clean_number`)
+    called: str = ""  # the webhook's `To`, cleaned
 
 
 class TokenError(ValueError):
@@ -58,18 +71,23 @@ class StreamTokens:
         self, secret: str, ttl_s: float = TOKEN_TTL_S, clock: Callable[[], float] = time.time
     ) -> None:
         self._key = hmac.new(
-            secret.encode(), b"voicebridge stream token v1", hashlib.sha256
+            secret.encode(), b"voicebridge stream token v2", hashlib.sha256
         ).digest()
         self.ttl_s = min(ttl_s, TOKEN_TTL_S)
         self._clock = clock
         self._used: dict[str, float] = {}  # nonce → expiry, pruned as they lapse
 
-    def mint(self, call_sid: str, persona: str) -> str:
+    def mint(self, call_sid: str, persona: str, caller: str = "", called: str = "") -> str:
+        """A token for the call the webhook is answering; `caller` and `called` must already
+        be cleaned (they are signed as given). About 190 characters for an E.164 pair, at most
+        about 450 with the SID, the persona and the numbers at 64 characters each."""
         expires = int(self._clock() + self.ttl_s)
         nonce = secrets.token_hex(8)
-        body = f"{call_sid}|{persona}|{expires}|{nonce}".encode()
+        body = orjson.dumps([call_sid, persona, caller, called, expires, nonce])
         mac = hmac.new(self._key, body, hashlib.sha256).digest()
-        return f"{_b64(body)}.{_b64(mac)}"
+        token = f"{_b64(body)}.{_b64(mac)}"
+        logs.add_expiring_secrets([token], expires)
+        return token
 
     def verify(self, token: str | None, call_sid: str) -> TokenClaims:
         """Check a token presented at `start`; raises `TokenError` with the reason."""
@@ -84,10 +102,13 @@ class StreamTokens:
         if not hmac.compare_digest(mac, expected):
             raise TokenError("stream token signature mismatch")
         try:
-            token_sid, persona, expires_s, nonce = body.decode().split("|")
-            expires = float(expires_s)
-        except (ValueError, UnicodeDecodeError):
+            token_sid, persona, caller, called, expires_n, nonce = orjson.loads(body)
+            expires = float(expires_n)
+            if not all(isinstance(v, str) for v in (token_sid, persona, caller, called, nonce)):
+                raise TypeError
+        except (ValueError, TypeError, orjson.JSONDecodeError):
             raise TokenError("malformed stream token") from None
+        logs.add_expiring_secrets([token], expires)  # genuine: maybe minted by another replica
         if not hmac.compare_digest(token_sid, call_sid):
             raise TokenError("stream token belongs to another call")
         now = self._clock()
@@ -97,7 +118,9 @@ class StreamTokens:
         if nonce in self._used:
             raise TokenError("stream token already used")
         self._used[nonce] = expires
-        return TokenClaims(call_sid=token_sid, persona=persona, expires_at=expires)
+        return TokenClaims(
+            call_sid=token_sid, persona=persona, expires_at=expires, caller=caller, called=called
+        )
 
     def _prune(self, now: float) -> None:
         if len(self._used) > 64:

@@ -11,7 +11,6 @@ A second SIGINT still forces an immediate exit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from bridge.logs import get_logger
 from bridge.ws import TwilioSocket, uvicorn_ws_protocol
 
 if TYPE_CHECKING:
-    from bridge.app import Bridge
+    from bridge.calls import CallRegistry
 
 log = get_logger("voicebridge.server")
 
@@ -41,11 +40,11 @@ def uvicorn_config(
 
     HTTP routes are FastAPI on uvicorn (httptools, uvloop). WebSocket upgrades are handed to
     picows (`bridge.ws.uvicorn_ws_protocol`); each media stream goes to `on_stream`, by default
-    the bridge's (`app.state.bridge`). `batch_writes`: see `bridge.ws.LoopWrites`. No access
+    the app's (`app.state.on_stream`). `batch_writes`: see `bridge.ws.LoopWrites`. No access
     log (a line per call and per health probe), our logging.
     """
     if on_stream is None:
-        on_stream = app.state.bridge.serve_stream  # type: ignore[attr-defined]
+        on_stream = app.state.on_stream  # type: ignore[attr-defined]
     return uvicorn.Config(
         app,
         host=host,
@@ -59,9 +58,9 @@ def uvicorn_config(
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, bridge: Bridge, drain_timeout_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, calls: CallRegistry, drain_timeout_s: float) -> None:
         super().__init__(config)
-        self.bridge = bridge
+        self.calls = calls
         self.drain_timeout_s = drain_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -83,14 +82,13 @@ class DrainingServer(uvicorn.Server):
 
     async def drain(self, reason: str = "shutdown") -> None:
         """Stop accepting calls, wait for live ones (up to the timeout), then shut down."""
-        bridge = self.bridge
-        bridge.draining = True
-        active = bridge.active_calls
+        calls = self.calls
         log.info(
-            "drain_started", signal=reason, active_calls=active, timeout_s=self.drain_timeout_s
+            "drain_started",
+            signal=reason,
+            active_calls=calls.active_calls,
+            timeout_s=self.drain_timeout_s,
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(bridge.idle.wait(), self.drain_timeout_s)
-        remaining = bridge.active_calls
+        remaining = await calls.drain(self.drain_timeout_s)
         log.info("drain_finished", active_calls=remaining, timed_out=remaining > 0)
         self.should_exit = True

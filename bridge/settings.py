@@ -1,7 +1,8 @@
 """Process settings: read once from the environment (and `.env`), validated into typed values.
 
-Every variable name here is part of the product's outside (`shared/design/interface.md`); a bad
-combination fails at start-up with the variable's name and the reason, never mid-call.
+Every variable name here is part of the product's outside (docs/reference.md, "Environment
+variables"); a bad combination fails at start-up with the variable's name and the reason,
+never mid-call.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 class Settings(BaseSettings):
-    """All environment variables of interface.md, typed. Secrets are `SecretStr` so they never
+    """All the product's environment variables, typed. Secrets are `SecretStr` so they never
     print by accident."""
 
     model_config = SettingsConfigDict(
@@ -67,9 +68,8 @@ class Settings(BaseSettings):
     IDLE_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
     DRAIN_TIMEOUT_SECONDS: float = Field(default=30.0, ge=0)
 
-    # The browser softphone: unset = on exactly in local (unsigned) mode. Not yet in
-    # interface.md (proposed there); it cannot sign webhooks, so turning it on in signed mode
-    # only makes sense behind your own access control.
+    # The browser softphone: unset = on exactly in local (unsigned) mode. It cannot sign
+    # webhooks, so turning it on in signed mode only makes sense behind your own access control.
     SOFTPHONE_ENABLED: bool | None = None
 
     LOG_FORMAT: Literal["json", "console"] = "json"

@@ -12,12 +12,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from bridge.errors import describe
-from bridge.logs import get_logger
-
 __all__ = ["OnError", "TaskSet"]
-
-log = get_logger("voicebridge.tasks")
 
 T = TypeVar("T")
 
@@ -25,13 +20,10 @@ OnError = Callable[[str, BaseException], None]
 """Called, in the event loop, with the name of a task that raised and its exception."""
 
 
-def _log_failure(name: str, exc: BaseException) -> None:
-    log.error("task_failed", task=name, error=describe(exc))
-
-
 class TaskSet:
-    """Holds tasks until they end; a task that raised is reported to `on_error` (by default
-    logged as `task_failed` with `task` and `error`). A cancelled task is not a failure.
+    """Holds tasks until they end; a task that raised is reported to `on_error`, which the
+    owner gives because only it knows what a crash means (log it, end the call, close the
+    connection). A cancelled task is not a failure.
 
     `on_error` runs as the task's done-callback, so it must not block; it may spawn into this
     set (e.g. a task that closes the connection).
@@ -39,8 +31,8 @@ class TaskSet:
 
     __slots__ = ("_on_error", "_tasks")
 
-    def __init__(self, on_error: OnError | None = None) -> None:
-        self._on_error = on_error if on_error is not None else _log_failure
+    def __init__(self, on_error: OnError) -> None:
+        self._on_error = on_error
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:

@@ -26,7 +26,7 @@ order. The pending bytes of a pass are not in `write_buffer_size()` until the pa
   size cap; binary frames and invalid UTF-8 are reported per message, the socket stays open.
 - `TwilioSocket`: the server end for `/media-stream`, handed the TCP connection by uvicorn
   after it parsed the upgrade request (`uvicorn_ws_protocol`, which also routes by path), so
-  the routes and the media stream share one port as interface.md fixes.
+  the routes and the media stream share one port (docs/reference.md, "HTTP and WebSocket routes").
 - `UpstreamSocket` / `open_upstream`: the client end to the Realtime model.
 """
 
@@ -66,11 +66,26 @@ MEDIA_STREAM_MAX_BYTES = 64 * 1024
 MEDIA_STREAM_PATH = b"/media-stream"
 CLOSE_TIMEOUT_S = 1.0  # how long a closing side waits for the peer's close frame
 PRESTART_QUEUE_LIMIT = 500  # messages kept before a handler is attached (10 s of media)
+# What one socket may queue towards a peer that does not read, beyond the kernel's send
+# buffer: past it the connection is closed (1008). Above the call's own check on Twilio audio
+# (`stream.TWILIO_WRITE_LIMIT_BYTES`, 1 MiB), which ends a call first with its own reason;
+# this one also covers pongs, the time before `start` and the upstream.
+SEND_BUFFER_LIMIT_BYTES = 2 * 1024 * 1024
+# Pings and pongs a peer may send: a burst, then a steady rate. Twilio and browsers send
+# none; a model's server pings every few seconds. Past it the connection is closed (1008).
+CONTROL_FRAME_BURST = 50
+CONTROL_FRAMES_PER_S = 10.0
+# How long a peer closed for not reading has to read our close frame before the TCP
+# connection is cut and what it left unread is freed.
+UNREAD_CLOSE_GRACE_S = 0.25
+CLOSE_POLICY_VIOLATION = 1008
 
 _TEXT = WSMsgType.TEXT
 _CLOSE = WSMsgType.CLOSE
 _CONTINUATION = WSMsgType.CONTINUATION
 _BINARY = WSMsgType.BINARY
+_PING = WSMsgType.PING
+_PONG = WSMsgType.PONG
 
 log = get_logger("voicebridge.ws")
 
@@ -147,6 +162,12 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         self._fragment_type = _TEXT
         self._fragment_bytes = 0
         self._closing = False
+        self._writing_paused = False  # the transport's buffer is above its high-water mark
+        self.send_buffer_limit = SEND_BUFFER_LIMIT_BYTES
+        self._control_burst = float(CONTROL_FRAME_BURST)
+        self._control_rate = CONTROL_FRAMES_PER_S
+        self._control_allowance = self._control_burst
+        self._control_at = 0.0
 
     # picows callbacks --------------------------------------------------------------------------
 
@@ -178,7 +199,24 @@ class MessageSocket(WSListener):  # type: ignore[misc]
             self._fragment_bytes = frame.payload_size
         elif kind is _CONTINUATION:
             self._continue(frame)
-        # PING is answered by picows itself; PONG needs nothing.
+        elif kind is _PING or kind is _PONG:
+            self._control(transport, frame)
+
+    def _control(self, transport: WSTransport, frame: WSFrame) -> None:
+        """A ping is answered here, not by picows: a pong is a write like any other, and a
+        peer that pings without reading would otherwise fill our memory with answers."""
+        if self._closing:
+            return
+        now = asyncio.get_running_loop().time()
+        allowance = self._control_allowance + (now - self._control_at) * self._control_rate
+        self._control_at = now
+        if allowance < 1.0:
+            self._refuse("ws_control_flood", "too many control frames", burst=self._control_burst)
+            return
+        self._control_allowance = min(allowance, self._control_burst) - 1.0
+        if frame.msg_type is _PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+            self._check_backlog()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.open = False
@@ -284,10 +322,45 @@ class MessageSocket(WSListener):  # type: ignore[misc]
             self._enqueue(text)
 
     def pause_writing(self) -> None:
-        """Nothing waits for the socket: the call's send policy reads `write_buffer_size`."""
+        """Nothing waits for the socket: the call's send policy reads `write_buffer_size`.
+        From now on each write also checks the buffer against `send_buffer_limit`."""
+        self._writing_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self._writing_paused = False
+
+    def _check_backlog(self) -> None:
+        """Close a peer that lets more than `send_buffer_limit` bytes wait for it."""
+        raw = self.raw
+        if raw is not None and not self._closing:
+            buffered = raw.get_write_buffer_size()
+            if buffered > self.send_buffer_limit:
+                self._refuse(
+                    "ws_peer_not_reading",
+                    "peer not reading",
+                    buffered=buffered,
+                    limit=self.send_buffer_limit,
+                )
+
+    def _refuse(self, event: str, reason: str, **fields: Any) -> None:
+        """End a misbehaving peer's connection: a log line, a 1008 close frame, and the TCP
+        connection cut after `UNREAD_CLOSE_GRACE_S` whether or not the peer answered (one that
+        does not read never will), which frees what it left unread."""
+        raw = self.raw
+        peer = raw.get_extra_info("peername") if raw is not None else None
+        log.warning(
+            event,
+            socket=type(self).__name__,
+            peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None,
+            code=CLOSE_POLICY_VIOLATION,
+            **fields,
+        )
+        self.send_close(CLOSE_POLICY_VIOLATION, reason)
+        asyncio.get_running_loop().call_later(UNREAD_CLOSE_GRACE_S, self._cut)
+
+    def _cut(self) -> None:
+        if self.open and self.transport is not None:
+            self.transport.disconnect(graceful=False)
 
     # Sending and closing -----------------------------------------------------------------------
 
@@ -296,6 +369,8 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         if self.open and not self._closing and self.transport is not None:
             if self._writes is None:
                 self.transport.send(_TEXT, text)
+                if self._writing_paused:
+                    self._check_backlog()
             else:
                 self._writes.add(self._send_now, text.encode())
 
@@ -303,11 +378,15 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         raw = self.raw
         if self.open and self.transport is not None and raw is not None and not raw.is_closing():
             self.transport.send(_TEXT, payload)
+            if self._writing_paused:
+                self._check_backlog()
 
     def _write_now(self, data: bytes) -> None:
         raw = self.raw
         if self.open and raw is not None and not raw.is_closing():
             raw.write(data)
+            if self._writing_paused:
+                self._check_backlog()
 
     def flush_writes(self) -> None:
         """Make the pending writes of this pass now (all sockets', in order)."""
@@ -391,7 +470,7 @@ class TwilioSocket(MessageSocket):
                 append(b"\x81\x7f" + size.to_bytes(8, "big"))
             append(payload)
         if self._writes is None:
-            self.raw.write(b"".join(parts))
+            self._write_now(b"".join(parts))
         elif at_once:
             self._writes.flush()
             self._write_now(b"".join(parts))
@@ -456,7 +535,7 @@ def uvicorn_ws_protocol(
             20.0,  # auto-ping idle timeout (unused without auto ping)
             20.0,  # auto-ping reply timeout (unused without auto ping)
             WSAutoPingStrategy.PING_WHEN_IDLE,
-            True,  # answer pings
+            False,  # pings are answered by MessageSocket, which bounds what waits unread
             MEDIA_STREAM_MAX_BYTES,  # frame cap; fragments are capped in MessageSocket
             None,  # extra headers
             16 * 1024,  # initial read buffer
@@ -490,6 +569,7 @@ async def open_upstream(
             extra_headers=dict(headers),
             websocket_handshake_timeout=timeout_s,
             enable_auto_ping=True,
+            enable_auto_pong=False,  # answered by MessageSocket (see `_control`)
             auto_ping_idle_timeout=ping_interval_s,
             auto_ping_reply_timeout=ping_interval_s,
             max_frame_size=max_message_bytes,

@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bridge.app import create_app
-from bridge.logs import configure_logging, flush_logs
+from bridge.logs import add_expiring_secrets, configure_logging, flush_logs
 from bridge.persona import Persona
 from bridge.server import uvicorn_config
 from bridge.settings import Settings
@@ -52,6 +52,7 @@ TEST_SECRETS = {
     "sk-bench-0123456789",
 }
 MINTED_TOKENS: set[str] = set()
+REAL_ADD_EXPIRING_SECRETS = add_expiring_secrets
 
 
 class _Tee(io.TextIOBase):
@@ -112,19 +113,25 @@ class LogCapture(io.TextIOBase):
 
 @pytest.fixture(autouse=True, scope="session")
 def _log_everything() -> Iterator[None]:
-    """Route all logging through the run-wide record, and note every stream token minted."""
+    """Route all logging through the run-wide record, and note every stream token minted.
+
+    Stream tokens are not registered with the log scrubber in tests (see
+    `pytest_sessionfinish`); tests of that registration use `REAL_ADD_EXPIRING_SECRETS`."""
+    from bridge import logs as logs_module
     from bridge.security import StreamTokens
 
     original = StreamTokens.mint
 
-    def recording_mint(self: StreamTokens, call_sid: str, persona: str) -> str:
-        token = original(self, call_sid, persona)
+    def recording_mint(self: StreamTokens, *args: Any, **kwargs: Any) -> str:
+        token = original(self, *args, **kwargs)
         MINTED_TOKENS.add(token)
         return token
 
     StreamTokens.mint = recording_mint  # type: ignore[method-assign]
+    logs_module.add_expiring_secrets = lambda _secrets, _expires_at: None
     configure_logging("json", "DEBUG", secrets=(), stream=_Tee())
     yield
+    logs_module.add_expiring_secrets = REAL_ADD_EXPIRING_SECRETS
     StreamTokens.mint = original  # type: ignore[method-assign]
 
 
@@ -183,8 +190,13 @@ class RunningBridge:
         return f"ws://127.0.0.1:{self.port}/media-stream"
 
     @property
-    def bridge(self) -> Any:
-        return self.app.state.bridge
+    def calls(self) -> Any:
+        """The app's `CallRegistry`: its live calls."""
+        return self.app.state.calls
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
 
 
 def free_port() -> int:

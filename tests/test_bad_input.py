@@ -92,7 +92,7 @@ async def test_a_bad_message_is_logged_for_that_call_and_the_call_goes_on(
             await ws.send(BAD_MESSAGES[kind])
             await ws.send(media_message())
             await wait_until(lambda: appends(session) == 2, 5, "the append after the bad one")
-        await wait_until(lambda: bridge.bridge.active_calls == 0, 5, "the call to end")
+        await wait_until(lambda: bridge.calls.active_calls == 0, 5, "the call to end")
     if kind == "unknown_event":
         lines = logs.events("twilio_event_ignored")
     else:
@@ -125,7 +125,7 @@ async def test_an_oversized_frame_ends_only_that_call(logs: LogCapture) -> None:
             assert info.value.rcvd is not None and info.value.rcvd.code == 1009
             before = appends(healthy_session)
             await wait_until(lambda: appends(healthy_session) >= before + 10, 5, "more audio")
-        await wait_until(lambda: bridge.bridge.active_calls == 0, 5, "both calls to end")
+        await wait_until(lambda: bridge.calls.active_calls == 0, 5, "both calls to end")
     reasons = sorted(line["reason"] for line in logs.events("call_ended"))
     assert reasons == ["caller_hangup", "protocol_error"]
 

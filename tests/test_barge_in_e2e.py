@@ -130,7 +130,7 @@ async def test_marks_echoed_because_of_clear_are_not_counted_as_played() -> None
             cleared = [m for m in stream.marks if m.cleared]
             assert len(cleared) >= 50
             await asyncio.sleep(0.1)
-            runtime = next(iter(bridge.bridge.runtimes))
+            runtime = next(iter(bridge.calls.runtimes))
             item = runtime.call.items[truncates(session)[0]["item_id"]]
             assert item.played_ms <= stream.clears[0].played_ms_total + FRAME_MS
             assert item.heard_ms == truncates(session)[0]["audio_end_ms"]

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import base64
 
-import orjson
-
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
-from bridge.call import BargeIn, Call, Log, RunTool
+from bridge.call import BargeIn, Call, Log, RunTool, TranscriptLine
 from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig, TurnDetection
+from tests.callcore import drain, tool_result
 
 SID = "MZ00000000000000000000000000000001"
 R1, R2 = "resp_1", "resp_2"
@@ -37,16 +36,6 @@ def make_call(interrupt_response: bool = True, greeting: str | None = "Hello the
     )
     call.upstream_opened(0.0)
     return call
-
-
-def drain(call: Call) -> tuple[list[dict], list[dict], list]:
-    twilio = [orjson.loads(m) for m in call.twilio_out]
-    upstream = [orjson.loads(m) for m in call.upstream_out]
-    effects = list(call.effects)
-    call.twilio_out.clear()
-    call.upstream_out.clear()
-    call.effects.clear()
-    return twilio, upstream, effects
 
 
 def delta(response_id: str, item_id: str, ms: int) -> ev.AudioDelta:
@@ -92,7 +81,7 @@ def test_caller_audio_before_upstream_opens_is_sent_after_session_update() -> No
     payload = base64.b64encode(b"\x7f" * 160).decode()
     for _ in range(3):
         call.on_twilio(tw.Media(SID, payload, "inbound"), 0.0)
-    assert call.upstream_out == []
+    assert drain(call)[1] == []
     call.upstream_opened(0.1)
     _, upstream, _ = drain(call)
     assert [e["type"] for e in upstream] == ["session.update"] + ["input_audio_buffer.append"] * 3
@@ -131,7 +120,7 @@ def test_barge_in_clears_first_then_truncates_at_what_was_heard() -> None:
         }
     ]
     assert BargeIn("item_a", 207) in effects
-    lines = [e.fields for e in effects if isinstance(e, Log) and e.event == "transcript"]
+    lines = [e.fields for e in effects if isinstance(e, TranscriptLine)]
     assert lines == [
         {"role": "agent", "text": "", "item_id": "item_a", "interrupted": True, "played_ms": 207}
     ]
@@ -186,7 +175,7 @@ def test_no_clear_and_no_truncate_when_playback_already_finished() -> None:
     call.on_upstream(ev.ResponseDone(R1, "completed"), 0.0)
     echo(call, marks_in(drain(call)[0]), 0.040)
     _, _, effects = drain(call)
-    lines = [e.fields for e in effects if isinstance(e, Log) and e.event == "transcript"]
+    lines = [e.fields for e in effects if isinstance(e, TranscriptLine)]
     assert lines == [
         {"role": "agent", "text": "", "item_id": "item_a", "interrupted": False, "played_ms": 40}
     ]
@@ -299,9 +288,9 @@ def test_transcript_stays_in_conversation_order_when_the_caller_text_comes_late(
     call.on_upstream(ev.AudioDone(R1, "item_a"), 1.1)
     call.on_upstream(ev.ResponseDone(R1, "completed"), 1.1)
     echo(call, marks_in(drain(call)[0]), 1.2)
-    assert [e for e in drain(call)[2] if isinstance(e, Log) and e.event == "transcript"] == []
+    assert [e for e in drain(call)[2] if isinstance(e, TranscriptLine)] == []
     call.on_upstream(ev.InputTranscript("user_1", "What time is it?"), 1.5)
-    lines = [e.fields for e in drain(call)[2] if isinstance(e, Log) and e.event == "transcript"]
+    lines = [e.fields for e in drain(call)[2] if isinstance(e, TranscriptLine)]
     assert [(line["role"], line["text"]) for line in lines] == [
         ("caller", "What time is it?"),
         ("agent", "Sure, one moment."),
@@ -325,9 +314,9 @@ def test_two_function_calls_are_answered_together_then_one_response_create() -> 
         ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"), fcall("c2"))), 0.1
     )
     assert not any(isinstance(e, RunTool) for e in drain(call)[2])  # not run twice
-    call.tool_result(R1, "c2", '{"ok":2}', 0.5)
+    tool_result(call, R1, "c2", '{"ok":2}', 0.5)
     assert drain(call)[1] == []  # waits for c1
-    call.tool_result(R1, "c1", '{"ok":1}', 0.6)
+    tool_result(call, R1, "c1", '{"ok":1}', 0.6)
     _, upstream, _ = drain(call)
     assert [(e["type"], e.get("item", {}).get("call_id")) for e in upstream] == [
         ("conversation.item.create", "c1"),
@@ -344,7 +333,7 @@ def test_tool_results_while_a_response_is_active_wait_for_it_to_finish() -> None
     call.on_upstream(ev.ResponseDone(R1, "completed"), 0.0)
     call.on_upstream(ev.ResponseCreated(R2), 0.2)  # the caller spoke meanwhile
     drain(call)
-    call.tool_result(R1, "c1", "{}", 0.3)
+    tool_result(call, R1, "c1", "{}", 0.3)
     _, upstream, _ = drain(call)
     assert [e["type"] for e in upstream] == ["conversation.item.create"]
     call.on_upstream(ev.ResponseDone(R2, "completed"), 0.4)
@@ -359,7 +348,7 @@ def test_no_extra_response_when_the_active_one_already_saw_the_tool_output() -> 
     call.on_upstream(fcall("c1"), 0.0)
     call.on_upstream(ev.ResponseDone(R1, "completed"), 0.0)
     drain(call)
-    call.tool_result(R1, "c1", "{}", 0.1)
+    tool_result(call, R1, "c1", "{}", 0.1)
     _, upstream, _ = drain(call)
     assert [e["type"] for e in upstream] == ["conversation.item.create", "response.create"]
     output_id = upstream[0]["item"]["id"]
@@ -375,10 +364,12 @@ def test_a_tool_result_after_hang_up_is_dropped() -> None:
     call.on_upstream(ev.ResponseCreated(R1), 0.0)
     call.on_upstream(fcall("c1"), 0.0)
     call.on_upstream(ev.ResponseDone(R1, "completed"), 0.0)
-    call.finish("caller_hangup", 1.0)
+    call.finish(1.0, "caller_hangup")
     drain(call)
-    call.tool_result(R1, "c1", "{}", 2.0)
-    assert drain(call) == ([], [], [])
+    tool_result(call, R1, "c1", "{}", 2.0)
+    twilio, upstream, effects = drain(call)
+    assert (twilio, upstream) == ([], [])  # nothing goes to a call that is over…
+    assert [e.event for e in effects if isinstance(e, Log)] == ["tool_call"]  # …but it is logged
 
 
 def test_call_ended_counts_turns_and_barge_ins() -> None:
@@ -386,7 +377,7 @@ def test_call_ended_counts_turns_and_barge_ins() -> None:
     drain(call)
     call.on_upstream(ev.InputCommitted("user_1", None), 1.0)
     call.on_upstream(ev.InputTranscript("user_1", "hi"), 1.2)
-    call.finish("caller_hangup", 12.5)
+    call.finish(12.5, "caller_hangup")
     ended = [e.fields for e in drain(call)[2] if isinstance(e, Log) and e.event == "call_ended"]
     assert ended[0]["reason"] == "caller_hangup"
     assert ended[0]["duration_s"] == 12.5
@@ -403,9 +394,9 @@ def test_hang_up_while_the_agent_speaks_still_logs_its_line_with_what_was_heard(
     call.on_upstream(ev.TranscriptDone(R1, "item_a", "Goodbye, have a nice day."), 0.0)
     twilio, _, _ = drain(call)
     echo(call, marks_in(twilio)[:3], 0.06)
-    call.finish("caller_hangup", 0.07)
-    logs = [e for e in drain(call)[2] if isinstance(e, Log)]
-    assert [e.event for e in logs] == ["transcript", "call_ended"]
+    call.finish(0.07, "caller_hangup")
+    logs = [e for e in drain(call)[2] if isinstance(e, Log | TranscriptLine)]
+    assert [getattr(e, "event", "transcript") for e in logs] == ["transcript", "call_ended"]
     assert logs[0].fields == {
         "role": "agent",
         "text": "Goodbye, have a nice day.",
@@ -428,7 +419,7 @@ def test_barge_in_while_a_tool_call_is_pending_keeps_the_tool_answer() -> None:
     twilio, upstream, _ = drain(call)
     assert twilio[0]["event"] == "clear"
     assert [e["type"] for e in upstream] == ["conversation.item.truncate"]  # no cancel: done
-    call.tool_result(R1, "c1", '{"temp": 21}', 1.0)
+    tool_result(call, R1, "c1", '{"temp": 21}', 1.0)
     _, upstream, _ = drain(call)
     assert [e["type"] for e in upstream] == ["conversation.item.create", "response.create"]
 

@@ -115,8 +115,8 @@ async def test_caller_hang_up_releases_the_upstream_within_one_second(side: str)
                 await stream.hangup_abruptly()
             await session.wait_closed(2)
             assert time.monotonic() - hung_up < 1.0
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
-            assert not bridge.bridge.runtimes
+            await wait_until(lambda: bridge.calls.active_calls == 0, 2, "the call to end")
+            assert not bridge.calls.runtimes
             await stream.aclose(raise_errors=False)
 
 
@@ -132,7 +132,7 @@ async def test_upstream_that_ends_and_cannot_be_replaced_closes_the_stream_for_t
             info = await asyncio.wait_for(stream.closed, 5)
             assert time.monotonic() - closed_at < 3.0
             assert (info.initiator, info.code) == ("server", 1011)
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            await wait_until(lambda: bridge.calls.active_calls == 0, 2, "the call to end")
     assert logs.events("call_ended")[0]["reason"] == "upstream_failed"
 
 

@@ -131,10 +131,10 @@ async def test_a_caller_that_vanishes_without_stop_leaves_nothing_behind(logs: L
             await stream.hangup_abruptly()
             await stream.aclose(raise_errors=False)
             await session.wait_closed(2)
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            await wait_until(lambda: bridge.calls.active_calls == 0, 2, "the call to end")
             await wait_until(lambda: len(asyncio.all_tasks()) <= tasks_before, 2, "tasks to end")
             await wait_until(lambda: _fds() <= fds_before, 2, "sockets to close")
-            assert not bridge.bridge.runtimes
+            assert not bridge.calls.runtimes
             names = {t.get_name() for t in asyncio.all_tasks()}
             assert not any(n.startswith(("twilio:", "upstream:", "tool:")) for n in names)
     assert logs.events("call_ended")[0]["reason"] == "caller_hangup"
@@ -192,7 +192,7 @@ async def test_a_stalled_upstream_drops_caller_audio_but_never_stalls_the_call(
                 await logs.wait_for("upstream_slow", 1, timeout=10)
                 stopped = time.monotonic()
             # `stop` still got through at once: the Twilio reader never waited on the model.
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            await wait_until(lambda: bridge.calls.active_calls == 0, 2, "the call to end")
             assert time.monotonic() - stopped < 2.0
         for ws in connections:  # it cannot read our close frame: don't wait for it
             ws.transport.abort()
@@ -217,7 +217,7 @@ async def test_at_capacity_new_calls_hear_busy_and_readiness_drops(logs: LogCapt
                     await place_call(bridge.base_url)
                 assert busy.value.verbs == ("Say", "Hangup")
                 assert "busy" in busy.value.body
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            await wait_until(lambda: bridge.calls.active_calls == 0, 2, "the call to end")
             assert await get(f"{bridge.base_url}/readyz") == 200
     assert logs.events("call_rejected")[0]["reason"] == "at capacity"
 

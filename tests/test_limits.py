@@ -15,7 +15,7 @@ async def test_max_call_length_says_goodbye_lets_it_play_then_ends(logs: LogCapt
             created = await session.wait_for_event("response.create", 5, nth=2)
             assert "reached the time limit" in created["response"]["instructions"]
             info = await stream.closed
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            await wait_until(lambda: bridge.calls.active_calls == 0, 2, "the call to end")
     # The goodbye was heard to its end before the line closed.
     assert stream.played_ms_total >= 300 + 700
     last_played = max(chunk.end for chunk in stream.played)
@@ -33,7 +33,7 @@ async def test_idle_caller_gets_one_reprompt_then_the_call_ends(logs: LogCapture
             goodbye = await session.wait_for_event("response.create", 5, nth=3)
             await stream.closed
             elapsed = time.monotonic() - started
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 2, "the call to end")
+            await wait_until(lambda: bridge.calls.active_calls == 0, 2, "the call to end")
     assert "Are you still there?" in reprompt["response"]["instructions"]
     assert "end the call now" in goodbye["response"]["instructions"]
     # greeting 0.3 s + idle 1 s + reprompt 0.5 s + idle 1 s + goodbye 0.4 s, give or take ticks

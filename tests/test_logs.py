@@ -152,3 +152,106 @@ async def test_a_call_plays_its_audio_while_stdout_is_blocked_and_no_line_is_los
     ]
     assert [r["event"] for r in records].count("call_started") == 1
     assert not [r for r in records if r["event"] == "log_lines_dropped"]
+
+
+# Bounds in bytes ---------------------------------------------------------------------------
+
+
+def test_a_long_field_is_cut_to_its_cap_with_a_marker_saying_how_much() -> None:
+    capture = LogCapture()
+    configure_logging("json", "INFO", stream=capture)
+    get_logger().info("webhook", call_sid="C" * 65536, persona="default", count=3)
+    record = orjson.loads(capture.lines[0])
+    cap = logs_module.FIELD_MAX_BYTES
+    assert record["call_sid"] == "C" * cap + f"...[cut {65536 - cap} bytes]"
+    assert (record["persona"], record["count"]) == ("default", 3)
+    assert len(capture.lines[0].encode()) < cap + 200
+
+
+def test_a_cut_never_splits_a_character_and_nested_values_are_cut_too() -> None:
+    capture = LogCapture()
+    configure_logging("json", "INFO", stream=capture)
+    nested = {"a": ["z" * 5000, *range(99)]}
+    get_logger().info("x", text_like="a" + "é" * 3000, nested=nested)
+    record = orjson.loads(capture.lines[0])  # valid UTF-8 and JSON
+    # 2,048 bytes end inside an é: it goes whole, and the marker counts it
+    assert record["text_like"] == "a" + "é" * 1023 + "...[cut 3954 bytes]"
+    items = record["nested"]["a"]
+    assert len(items) == logs_module.LIST_MAX_ITEMS + 1 and items[-1] == "...[cut 36 items]"
+    assert items[0] == "z" * 2048 + "...[cut 2952 bytes]" and items[1:3] == [0, 1]
+
+
+def test_a_secret_astride_the_cut_is_redacted_whole_before_the_cut() -> None:
+    capture = LogCapture()
+    secret = "sk-live-ABCDEFGHIJKLMNOP"
+    configure_logging("json", "INFO", secrets=[secret], stream=capture)
+    cap = logs_module.FIELD_MAX_BYTES
+    get_logger().info("oops", detail="a" * (cap - 8) + secret + "b" * 100)
+    line = capture.lines[0]
+    assert secret[:6] not in line  # not even its first half
+    assert orjson.loads(line)["detail"].startswith("a" * (cap - 8) + "[redacte...[cut ")
+
+
+def test_a_line_past_its_cap_keeps_its_event_and_ids_and_names_its_fields() -> None:
+    capture = LogCapture()
+    configure_logging("json", "INFO", stream=capture)
+    fields = {f"f{i}": "v" * 4000 for i in range(20)}  # 20 fields of 2 KiB after the cut
+    structlog.contextvars.bind_contextvars(call_sid="CA1")
+    try:
+        get_logger().warning("big", **fields)
+    finally:
+        structlog.contextvars.unbind_contextvars("call_sid")
+    (line,) = capture.lines
+    record = orjson.loads(line)
+    assert len(line.encode()) <= logs_module.LINE_MAX_BYTES
+    assert (record["event"], record["level"], record["call_sid"]) == ("big", "warning", "CA1")
+    assert record["line_cut_bytes"] > logs_module.LINE_MAX_BYTES
+    assert record["fields"] == list(fields)
+
+
+def test_the_waiting_lines_are_bounded_in_bytes_while_the_stream_is_blocked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attack measured at 866 MiB: long lines logged while stdout does not move."""
+    stream = BlockedStream(limit=20.0)
+    configure_logging("json", "INFO", stream=stream)
+    writer = logs_module._writer
+    assert writer is not None
+    log = get_logger()
+    log.info("first")
+    assert stream.entered.wait(3.0)  # the writer is stuck in write(); the rest wait
+    peak = 0
+    total = 3000
+    for i in range(total):  # 3,000 lines of about 16 KiB: 48 MiB asked for
+        log.info("webhook", i=i, **{f"f{k}": "x" * 5000 for k in range(8)})
+        peak = max(peak, writer.pending_bytes)
+    assert peak <= logs_module.LOG_QUEUE_BYTES
+    assert peak > logs_module.LOG_QUEUE_BYTES - 32 * 1024  # full to within one line
+    stream.released.set()
+    deadline = time.monotonic() + 10.0
+    while not any(r["event"] == "log_lines_dropped" for r in stream.records()):
+        assert time.monotonic() < deadline, "no log_lines_dropped line"
+        flush_logs()
+        time.sleep(0.01)
+    records = stream.records()
+    kept = [r for r in records if r["event"] == "webhook"]
+    (dropped,) = [r["count"] for r in records if r["event"] == "log_lines_dropped"]
+    assert len(kept) + dropped == total
+    assert [r["i"] for r in kept] == list(range(len(kept)))  # the oldest are kept, in order
+    assert 1800 < len(kept) < 2200  # 32 MiB of 16 KiB lines
+
+
+def test_expiring_secrets_are_scrubbed_by_shape_lapse_and_stay_bounded() -> None:
+    now = [1000.0]
+    store = logs_module.ExpiringSecrets(capacity=3, clock=lambda: now[0])
+    tokens = [f"{'Q0E' * 10}{i:04d}.{'m' * 43}" for i in range(5)]
+    store.add(tokens[:2], expires_at=1060.0)
+    assert store.scrub(f"token={tokens[0]}&x={tokens[1]} {tokens[2]}") == (
+        f"token=[redacted]&x=[redacted] {tokens[2]}"
+    )
+    store.add(tokens[2:], expires_at=1060.0)
+    assert len(store) == 3  # the oldest went first
+    assert store.scrub(tokens[0]) == tokens[0] and store.scrub(tokens[4]) == "[redacted]"
+    now[0] = 1061.0
+    store.add([], expires_at=0.0)
+    assert len(store) == 0

@@ -49,7 +49,7 @@ async def test_one_call_moves_every_call_metric_by_the_right_amount() -> None:
                     "the reply",
                 )
                 await stream.wait_playback_idle()
-            await wait_until(lambda: bridge.bridge.active_calls == 0, 5, "the call to end")
+            await wait_until(lambda: bridge.calls.active_calls == 0, 5, "the call to end")
             async with httpx.AsyncClient() as client:
                 exposed = (await client.get(f"{bridge.base_url}/metrics")).text
         after = snapshot()

@@ -160,3 +160,51 @@ def test_auth_token_without_public_url_is_a_configuration_error() -> None:
 
     with pytest.raises(SettingsError, match="PUBLIC_URL"):
         load_settings(_env_file=None, TWILIO_AUTH_TOKEN="x" * 32)
+
+
+def test_the_token_signs_the_caller_and_called_numbers() -> None:
+    tokens = StreamTokens("secret-0123456789")
+    sid = "CA" + "5" * 32
+    token = tokens.mint(sid, "default", "+15550001111", "+15550002222")
+    claims = tokens.verify(token, sid)
+    assert (claims.caller, claims.called) == ("+15550001111", "+15550002222")
+    assert len(token) < 200
+    # the numbers cannot be swapped: the body is what is signed
+    forged = tokens.mint(sid, "default", "+19990000000", "+15550002222")
+    mac = token.split(".")[1]
+    with pytest.raises(TokenError, match="signature mismatch"):
+        tokens.verify(forged.split(".")[0] + "." + mac, sid)
+
+
+def test_a_token_at_every_cap_still_fits_a_parameter_value() -> None:
+    from bridge.caller_text import NUMBER_MAX_CHARS, PARAMETER_MAX_CHARS, SID_MAX_CHARS
+
+    tokens = StreamTokens("secret-0123456789")
+    sid, persona = "C" * SID_MAX_CHARS, "p" * 64
+    token = tokens.mint(sid, persona, "1" * NUMBER_MAX_CHARS, "2" * NUMBER_MAX_CHARS)
+    assert len(token) < 450 < PARAMETER_MAX_CHARS
+    assert tokens.verify(token, sid).caller == "1" * NUMBER_MAX_CHARS
+
+
+async def test_the_stream_tokens_are_registered_with_the_log_scrubber(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge import logs
+    from tests.conftest import REAL_ADD_EXPIRING_SECRETS
+
+    store = logs.ExpiringSecrets()
+    monkeypatch.setattr(logs, "_expiring", store)
+    monkeypatch.setattr(logs, "add_expiring_secrets", REAL_ADD_EXPIRING_SECRETS)
+    webhook, stream_side = StreamTokens(TOKEN), StreamTokens(TOKEN)  # two replicas
+    sid = "CA" + "6" * 32
+    minted = webhook.mint(sid, "default", "+15550001111", "+15550002222")
+    assert store.scrub(f"token={minted}") == "token=[redacted]"
+    received = webhook.mint(sid, "default")
+    store = logs.ExpiringSecrets()
+    monkeypatch.setattr(logs, "_expiring", store)
+    body, mac = received.split(".")
+    with pytest.raises(TokenError):
+        stream_side.verify(body + "." + mac[::-1], sid)  # not genuine: not registered
+    assert len(store) == 0
+    stream_side.verify(received, sid)
+    assert store.scrub(received) == "[redacted]"

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from bridge.tasks import TaskSet
-from tests.conftest import LogCapture
 
 
 class Failures:
@@ -140,20 +139,3 @@ async def test_cancel_all_from_a_task_of_the_set_does_not_cancel_its_caller() ->
     closer = tasks.spawn(closing(), "closer")
     assert await closer == "closed the others"
     assert other.cancelled()
-
-
-async def test_without_a_callback_a_crash_is_logged_as_task_failed(logs: LogCapture) -> None:
-    tasks = TaskSet()
-
-    async def crash() -> None:
-        raise ConnectionResetError("peer went away")
-
-    task = tasks.spawn(crash(), "tool:web_search")
-    await asyncio.wait({task})
-    await asyncio.sleep(0)
-    (line,) = logs.events("task_failed")
-    assert (line["level"], line["task"], line["error"]) == (
-        "error",
-        "tool:web_search",
-        "ConnectionResetError: peer went away",
-    )

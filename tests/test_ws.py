@@ -111,7 +111,7 @@ async def test_fragmented_messages_are_reassembled_and_bad_frames_cost_one_messa
         client.frame(CLOSE, struct.pack("!H", 1000))
         await client.wait_for(CLOSE)
         client.close()
-        await wait_until(lambda: bridge.bridge.active_calls == 0, 5, "the call to end")
+        await wait_until(lambda: bridge.calls.active_calls == 0, 5, "the call to end")
     rejected = logs.events("twilio_message_rejected")
     assert [line["error"] for line in rejected] == [
         "text frame is not valid UTF-8",
@@ -132,7 +132,7 @@ async def test_fragments_past_the_size_cap_close_1009() -> None:
         payload = await client.wait_for(CLOSE)
         assert struct.unpack("!H", payload[:2])[0] == 1009
         client.close()
-        await wait_until(lambda: bridge.bridge.active_calls == 0, 5, "the call to end")
+        await wait_until(lambda: bridge.calls.active_calls == 0, 5, "the call to end")
 
 
 @pytest.mark.parametrize("path", ["/elsewhere", "/media-stream-x"])
@@ -145,7 +145,7 @@ async def test_websocket_upgrades_elsewhere_are_refused_and_http_routes_still_wo
         client.close()
         async with httpx.AsyncClient() as http:
             assert (await http.get(bridge.base_url + "/healthz")).status_code == 200
-        assert bridge.bridge.active_calls == 0
+        assert bridge.calls.active_calls == 0
 
 
 @pytest.mark.parametrize(

@@ -401,7 +401,7 @@ class _Runner:
     def _task_failed(self, name: str, exc: BaseException) -> None:
         """A crashed task is an engine bug: say so and end the session as the service would
         (close code 1011), rather than leave the client waiting on a silent server."""
-        log.error("realtime session task failed: %s", name, exc_info=exc)
+        log.error("realtime session task failed", exc_info=exc)
         self._tasks.spawn(self.websocket.close(1011, "server error"), "realtime:close")
 
     async def _transcribe(self, job: TranscribeJob) -> None:

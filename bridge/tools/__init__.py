@@ -3,7 +3,7 @@
 - `build_tools(persona, settings)`: a call's tools, built once (`catalogue.py`); its
   `function_tools` are the session's `tools`, and it maps names to what runs.
 - `unavailable_tools(personas, settings)`: why listed tools are not offered (start-up log).
-- `ToolRunner`: one call's tool tasks, keypad menu and call control (`runner.py`).
+- `ToolRunner`: runs one function call with its tool, bounded by its timeout (`runner.py`).
 
 `base` holds the types every tool shares; one tool per module (`web_search`, `transfer`,
 `end_call`) imports only `base`; `dtmf` decides what a key does, `call_control` speaks Twilio
@@ -15,7 +15,6 @@ from bridge.tools.catalogue import (
     CallTools,
     UnavailableTool,
     build_tools,
-    function_tools,
     unavailable_tools,
 )
 from bridge.tools.runner import ToolRunner
@@ -29,7 +28,6 @@ __all__ = [
     "ToolRunner",
     "UnavailableTool",
     "build_tools",
-    "function_tools",
     "speak_exactly",
     "unavailable_tools",
 ]

@@ -27,7 +27,6 @@ __all__ = [
     "CatalogueEntry",
     "UnavailableTool",
     "build_tools",
-    "function_tools",
     "unavailable_tools",
 ]
 
@@ -89,12 +88,6 @@ def build_tools(persona: Persona, settings: Settings) -> CallTools:
         for name in persona.tools.enabled
         if CATALOGUE[name].unavailable(settings) is None
     )
-
-
-def function_tools(persona: Persona, settings: Settings) -> tuple[FunctionTool, ...]:
-    """`build_tools(persona, settings).function_tools`, for a caller that builds the call's
-    tools a second time to run them; prefer building once and passing the `CallTools`."""
-    return build_tools(persona, settings).function_tools
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ def test_the_pipeline_and_the_session_agree_on_the_format(fmt: AudioFormat) -> N
     pipeline = make_pipeline(fmt)
     assert pipeline.upstream_format is fmt
     assert pipeline.upstream_bytes_per_ms == fmt.bytes_per_ms
-    assert events.AudioFormat is AudioFormat  # the client's session names the same type
+    assert events.SessionConfig(instructions="x").audio_format is AudioFormat.PCM16
     update = orjson.loads(
         Dialect("beta").session_update(events.SessionConfig(instructions="x", audio_format=fmt))
     )

@@ -41,7 +41,9 @@ async def test_a_weather_question_is_searched_and_the_answer_spoken(
     with contextlib.ExitStack() as stack:
         settings = make_settings(**search_settings(stack))
         async with running_bridge(settings, SEARCH_PERSONA) as bridge:
-            assert bridge.bridge.local_engine_url is not None  # the app started the local engine
+            assert (
+                bridge.services.upstream.local_engine_url is not None
+            )  # the app started the local engine
             report = await run_call(
                 bridge.base_url,
                 says=["what is the weather in Paris"],

@@ -118,12 +118,16 @@ def test_a_number_routed_to_two_personas_is_an_error(write_yaml: WriteYaml) -> N
     ]
 
 
-def test_errors_from_several_files_are_all_reported(write_yaml: WriteYaml) -> None:
+def test_errors_from_several_files_and_across_them_are_all_reported(write_yaml: WriteYaml) -> None:
+    # Each persona is invalid, and the folder would still fail once both were fixed: the
+    # missing default is reported in the same run, not after the fields are fixed.
     a = write_yaml("name: a\ngreeting: Hi.\n", "dir/a.yaml")
     b = write_yaml("name: b\ninstructions: x\n", "dir/b.yaml")
     assert load_errors(a.parent) == [
         f"{a}:1: instructions: required field is missing",
         f"{b}:1: greeting: required field is missing",
+        f"{a.parent}: no default persona among 2 (a, b): mark the one that answers unrouted "
+        "numbers with `default: true`",
     ]
 
 

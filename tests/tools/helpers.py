@@ -38,7 +38,7 @@ class BridgedCall:
 
     @property
     def runtime(self) -> Any:
-        runtimes = list(self.bridge.bridge.runtimes)
+        runtimes = list(self.bridge.calls.runtimes)
         assert len(runtimes) == 1, runtimes
         return runtimes[0]
 
@@ -69,7 +69,7 @@ async def bridged_call(
         target = await place_call(bridge.base_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
         async with TwilioMediaStream(target, auth_token=AUTH_TOKEN) as stream:
             session = await fake.wait_for_session()
-            await wait_until(lambda: bridge.bridge.runtimes, 5, "the call to be set up")
+            await wait_until(lambda: bridge.calls.runtimes, 5, "the call to be set up")
             yield BridgedCall(bridge, stream, session)
 
 

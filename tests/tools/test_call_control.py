@@ -144,7 +144,7 @@ async def test_a_stop_that_beats_the_rest_answer_still_ends_the_call_as_transfer
         call: BridgedCall = holder["call"]
         asyncio.run_coroutine_threadsafe(call.stream.stop(), loop)
         deadline = time.monotonic() + 3
-        while call.runtime.end_reason is None and time.monotonic() < deadline:
+        while not call.runtime.done.done() and time.monotonic() < deadline:
             time.sleep(0.005)  # until the bridge has seen the stop
 
     with FakeTwilioRest(ACCOUNT_SID, AUTH_TOKEN, on_update=stop_first) as rest:
@@ -154,7 +154,7 @@ async def test_a_stop_that_beats_the_rest_answer_still_ends_the_call_as_transfer
                 runtime = call.runtime
                 await rest.wait_for_request(1, 8)
                 await logs.wait_for("call_ended", timeout=5)
-    assert runtime.end_reason == "caller_hangup"  # what the stream saw…
+    assert runtime.done.result() == "caller_hangup"  # what the stream saw…
     assert logs.events("call_ended")[0]["reason"] == "transferred"  # …and what happened
     assert logs.events("call_control")[0]["ok"] is True
 
@@ -195,5 +195,5 @@ async def test_no_rest_request_while_the_caller_still_hears_the_line() -> None:
                 await wait_until(lambda: call.stream.played_ms_total >= 300, 5, "the line")
                 assert rest.requests == []
                 await call.stream.stop()
-                await wait_until(lambda: call.bridge.bridge.active_calls == 0, 3, "the end")
+                await wait_until(lambda: call.bridge.calls.active_calls == 0, 3, "the end")
     assert rest.requests == []

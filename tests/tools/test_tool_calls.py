@@ -142,7 +142,7 @@ async def test_a_search_that_times_out_gives_the_model_an_error_and_the_call_goe
             async with bridged_call(fake, persona(timeout_seconds=0.5), tavily=tavily) as call:
                 await call.session.wait_for_event("response.done", 5, nth=2)
                 await wait_until(lambda: call.stream.played_ms_total >= 300, 5, "the apology")
-                assert call.bridge.bridge.active_calls == 1  # still on the line
+                assert call.bridge.calls.active_calls == 1  # still on the line
             assert fake.violations == []
     (output,) = function_outputs(call.session)
     assert json.loads(output["output"]) == {
@@ -180,12 +180,12 @@ async def test_a_result_after_hang_up_is_dropped_cleanly(logs: LogCapture) -> No
                 runtime = call.runtime
                 await wait_until(lambda: tavily.requests, 5, "the search to start")
                 await call.stream.stop()
-                await wait_until(lambda: call.bridge.bridge.active_calls == 0, 3, "the call end")
+                await wait_until(lambda: call.bridge.calls.active_calls == 0, 3, "the call end")
                 await asyncio.sleep(1.2)  # past the moment the search would have answered
-                assert not call.bridge.bridge.runtimes
+                assert not call.bridge.calls.runtimes
             assert fake.violations == []
     assert function_outputs(call.session) == []
-    assert runtime.tools.tasks == set()
+    assert len(runtime.tasks) == 0
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("tool:")] == []
     (line,) = logs.events("tool_call")
     assert (line["ok"], line["error"], line["level"]) == (False, "the call ended first", "info")

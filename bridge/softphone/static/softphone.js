@@ -53,11 +53,17 @@ let call = null;
 async function placeCall() {
   $("call").disabled = true;
   $("transcript").replaceChildren();
-  const callSid = "CA" + hex(16), accountSid = "AC" + hex(16), streamSid = "MZ" + hex(16);
+  // A watch ticket first: the CallSid to place the call under, and the key that alone
+  // opens its transcript (another page, knowing the CallSid, gets nothing).
+  const watch = await fetch("/softphone/watch", { method: "POST" });
+  if (!watch.ok) throw new Error(`no watch ticket (HTTP ${watch.status})`);
+  const ticket = await watch.json();
+  const callSid = ticket.call_sid, accountSid = "AC" + hex(16), streamSid = "MZ" + hex(16);
   const from = $("from").value, to = $("to").value;
 
   // Subscribe to the transcript before the call exists, so no line is missed.
-  const events = new EventSource(`/softphone-events?call_sid=${callSid}`);
+  const query = new URLSearchParams({ call_sid: callSid, key: ticket.key });
+  const events = new EventSource(`/softphone-events?${query}`);
   events.onmessage = (e) => addLine(JSON.parse(e.data));
   await new Promise((resolve) => { events.onopen = resolve; });
 

@@ -1,0 +1,87 @@
+"""What a call needs from the process, built once at start-up and passed down typed.
+
+The routes build `Services` from the settings and the personas; the media-stream adapter
+reads it and never reaches back into the app. Nothing here holds a call's state (that is
+the call core's) or the set of live calls (`bridge.calls.CallRegistry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bridge.logs import get_logger
+from bridge.persona import Persona, PersonaBook
+from bridge.realtime.upstream import UpstreamTarget, upstream_target
+from bridge.security import StreamTokens, TwilioSignatures
+from bridge.settings import Settings
+from bridge.tools.call_control import TwilioCallControl
+
+log = get_logger("voicebridge.services")
+
+
+class CallWatchers(Protocol):
+    """Someone watching calls live (the softphone page): gets each call's lines as they are
+    logged (`call_started`, `transcript`, `call_ended`)."""
+
+    def publish(self, call_sid: str, line: dict[str, Any]) -> None: ...
+
+
+class UpstreamTargets:
+    """Where each call's Realtime session is opened. The built-in local engine's address is
+    only known once it listens, at start-up (`use_local_engine`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._local_url: str | None = None
+
+    def use_local_engine(self, url: str) -> None:
+        self._local_url = url
+
+    @property
+    def local_engine_url(self) -> str | None:
+        return self._local_url
+
+    def target(self) -> UpstreamTarget:
+        return upstream_target(self._settings, self._local_url)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    personas: PersonaBook
+    upstream: UpstreamTargets
+    signatures: TwilioSignatures | None
+    """Set when signed (`TWILIO_AUTH_TOKEN` and `PUBLIC_URL`): every request is checked."""
+    tokens: StreamTokens | None
+    control: TwilioCallControl | None
+    """Twilio REST call control; None without credentials (local mode)."""
+    watchers: CallWatchers | None = None
+
+    @classmethod
+    def build(
+        cls, settings: Settings, personas: PersonaBook, watchers: CallWatchers | None = None
+    ) -> Services:
+        signatures = tokens = None
+        if settings.TWILIO_AUTH_TOKEN is not None and settings.PUBLIC_URL is not None:
+            secret = settings.TWILIO_AUTH_TOKEN.get_secret_value()
+            signatures = TwilioSignatures(secret, settings.PUBLIC_URL)
+            tokens = StreamTokens(secret)
+        return cls(
+            settings=settings,
+            personas=personas,
+            upstream=UpstreamTargets(settings),
+            signatures=signatures,
+            tokens=tokens,
+            control=TwilioCallControl.from_settings(settings),
+            watchers=watchers,
+        )
+
+    def persona_for(self, name: str | None) -> Persona:
+        """The persona the webhook chose (by name, from the stream's parameters)."""
+        persona = self.personas.get(name) if name else None
+        if persona is None:
+            if name:
+                log.warning("persona_unknown", persona=name, using=self.personas.default.name)
+            persona = self.personas.default
+        return persona
