@@ -82,7 +82,8 @@ async def run(calls: int, per_call: int, seed: int) -> None:
             tasks = []
             for i, fake in enumerate(fakes):
                 # Each call needs its own upstream: point the bridge at that call's fake.
-                bridge.bridge.settings = settings.model_copy(update={"REALTIME_URL": fake.url})
+                targets = bridge.services.upstream
+                targets._settings = settings.model_copy(update={"REALTIME_URL": fake.url})
                 tasks.append(
                     asyncio.create_task(
                         one_call(bridge.base_url, fake, scripts[i], random.Random(seed + i), 1)

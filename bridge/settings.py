@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # webhooks, so turning it on in signed mode only makes sense behind your own access control.
     SOFTPHONE_ENABLED: bool | None = None
 
+    # Signs every request sent to the business's systems (HTTP tools, call events).
+    WEBHOOK_SIGNING_SECRET: SecretStr | None = None
+
     LOG_FORMAT: Literal["json", "console"] = "json"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -86,6 +89,7 @@ class Settings(BaseSettings):
         "PERSONA_FILE",
         "REALTIME_PROVIDER",
         "SOFTPHONE_ENABLED",
+        "WEBHOOK_SIGNING_SECRET",
         mode="before",
     )
     @classmethod
@@ -219,6 +223,7 @@ class Settings(BaseSettings):
             self.OPENAI_API_KEY,
             self.AZURE_OPENAI_API_KEY,
             self.TAVILY_API_KEY,
+            self.WEBHOOK_SIGNING_SECRET,
         ]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 

@@ -72,6 +72,21 @@ CLOSE_TRY_AGAIN_LATER = 1013
 LIMITS_TICK_S = 0.5  # how often the call's timers are looked at, and metrics synced
 # Providers cap a session's length (OpenAI: 60 minutes); see `CallRules.session_renew_s`.
 SESSION_RENEW_S = 55 * 60.0
+# What a page watching a call live (the softphone) is sent, besides `call_started`, the
+# transcript and `barge_in`: the call's actions and its end, as they are logged.
+WATCHED_EVENTS = frozenset(
+    {
+        "call_ended",
+        "tool_call",
+        "dtmf",
+        "handoff_started",
+        "handoff_cancelled",
+        "call_control",
+        "call_limit",
+        "upstream_lost",
+        "upstream_reconnected",
+    }
+)
 # Outcomes of carrying out call control are logged by the core; the REST request itself is
 # bounded by the client's timeout, and teardown waits this much more for it to finish.
 ACTING_GRACE_S = 1.0
@@ -189,10 +204,10 @@ class CallRuntime:
                 getattr(log, effect.level)(effect.event, **effect.fields)
                 if effect.event == "upstream_error":
                     metrics.UPSTREAM_ERRORS.labels(code=str(effect.fields.get("code"))).inc()
-                elif effect.event == "upstream_lost":
+                if effect.event == "upstream_lost":
                     metrics.UPSTREAM_ERRORS.labels(code="connection_lost").inc()
-                elif effect.event == "call_ended":
-                    self._publish({"event": "call_ended", **effect.fields})
+                if effect.event in WATCHED_EVENTS:
+                    self._publish({"event": effect.event, **effect.fields})
             elif isinstance(effect, TranscriptLine):
                 log.info("transcript", **effect.fields)
                 self._publish({"event": "transcript", **effect.fields})
@@ -203,12 +218,13 @@ class CallRuntime:
                 reaction_ms = None
                 if self._clear_sent_at is not None:
                     reaction_ms = round((self._clear_sent_at - self._fed_at) * 1000.0, 3)
-                log.info(
-                    "barge_in",
-                    item_id=effect.item_id,
-                    played_ms=effect.played_ms,
-                    reaction_ms=reaction_ms,
-                )
+                fields = {
+                    "item_id": effect.item_id,
+                    "played_ms": effect.played_ms,
+                    "reaction_ms": reaction_ms,
+                }
+                log.info("barge_in", **fields)
+                self._publish({"event": "barge_in", **fields})
                 metrics.BARGE_INS.inc()
             elif self._closed:
                 continue  # torn down: only what is logged still matters
@@ -227,7 +243,7 @@ class CallRuntime:
     def _publish(self, line: dict[str, Any]) -> None:
         watchers = self.services.watchers
         if watchers is not None:
-            watchers.publish(self.call.call_sid, line)
+            watchers.publish(self.call.call_sid, {**line, "call_sid": self.call.call_sid})
 
     # Sockets ------------------------------------------------------------------------------------
 
@@ -595,7 +611,8 @@ async def _run_call(
     }
     log.info("call_started", **started)
     if services.watchers is not None:
-        services.watchers.publish(start.call_sid, {"event": "call_started", **started})
+        line = {"event": "call_started", **started, "call_sid": start.call_sid}
+        services.watchers.publish(start.call_sid, line)
     target = services.upstream.target()
     try:
         upstream = await connect(target)

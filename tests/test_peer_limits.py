@@ -63,7 +63,7 @@ async def enter(phase: str, client: RawClient, bridge: RunningBridge, logs: LogC
     if phase == "in a call":
         client.text(start_message())
         await logs.wait_for("call_started")
-        assert bridge.bridge.active_calls == 1
+        assert bridge.calls.active_calls == 1
 
 
 async def read_to_end(client: RawClient, timeout: float) -> bytes:
@@ -133,7 +133,7 @@ async def test_a_peer_that_pings_and_never_reads_is_closed_past_the_send_buffer_
             assert (await http.get(f"{bridge.base_url}/healthz")).status_code == 200
         if phase == "in a call":
             await logs.wait_for("call_ended")
-            assert bridge.bridge.active_calls == 0
+            assert bridge.calls.active_calls == 0
 
 
 @pytest.mark.parametrize("phase", ["before start", "in a call"])

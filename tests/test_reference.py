@@ -58,7 +58,9 @@ def _cells(line: str) -> tuple[str, ...]:
     for char in line.strip().strip("|"):
         if char == "`":
             in_code = not in_code
-        if char == "|" and not in_code and previous != "\\":
+        if char == "|" and previous == "\\":
+            current[-1] = "|"  # `\|`: a pipe in the cell (GitHub needs it escaped, code too)
+        elif char == "|" and not in_code:
             cells.append("".join(current).strip())
             current = []
         else:
@@ -429,7 +431,8 @@ def log_events(modules: Iterable[tuple[Path, ast.Module]] | None = None) -> dict
     - `(log.info if ok else log.warning)("name", ...)`,
     - `getattr(log, level)("name", ...)` (level then unknown unless a constant),
     - `run(log.warning, "name", field=...)` (a log method handed to another call),
-    - `Log("name", {"field": ...}, "level")` (the call core's log effects, "info" by default).
+    - `Log("name", {"field": ...}, "level")` (the call core's log effects, "info" by default),
+    - `self._log("name", "level", field=...)` (the call core's helper that makes one).
     """
     events: dict[str, Event] = {}
 
@@ -470,6 +473,27 @@ def log_events(modules: Iterable[tuple[Path, ast.Module]] | None = None) -> dict
                 else:
                     event.level_dynamic = True
                 _keyword_fields(event, node.keywords)
+            elif (
+                isinstance(func, ast.Attribute)
+                and func.attr == "_log"
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "self"
+                and first is not None
+            ):
+                event = add(first, site)
+                level_node = node.args[1] if len(node.args) > 1 else None
+                options = (
+                    [level_node.body, level_node.orelse]
+                    if isinstance(level_node, ast.IfExp)
+                    else [level_node]
+                )
+                for option in options:
+                    constant = "info" if option is None else _name(option)
+                    if constant in LEVELS:
+                        event.levels.add(LEVELS[constant])
+                    else:
+                        event.level_dynamic = True
+                _keyword_fields(event, node.keywords)
             elif isinstance(func, ast.Name) and func.id == "Log" and first is not None:
                 event = add(first, site)
                 level_node = node.args[2] if len(node.args) > 2 else None
@@ -504,6 +528,8 @@ log.info("plain", a=1, exc_info=True)
 getattr(log, level)("dynamic", **fields)
 context.run(log.warning, "handed", c=3)
 Log("effect", {"d": 1}, "warning")
+self._log("core", "error", e=1)
+self._log("core_either", "info" if ok else "warning", f=2)
 Log("effect_info", line)
 get_logger("x").error("direct", **{"from": 1})
 parser.error("not a log call")
@@ -517,6 +543,8 @@ parser.error("not a log call")
         "effect",
         "effect_info",
         "direct",
+        "core",
+        "core_either",
     }
     assert scanned["plain"].fields == {"a"} and scanned["plain"].levels == {"info"}
     assert scanned["either"].levels == {"info", "warning"}
@@ -525,6 +553,8 @@ parser.error("not a log call")
     assert scanned["effect"].levels == {"warning"} and scanned["effect"].fields == {"d"}
     assert scanned["effect_info"].levels == {"info"} and scanned["effect_info"].fields_dynamic
     assert scanned["direct"].fields == {"from"} and scanned["direct"].levels == {"error"}
+    assert scanned["core"].levels == {"error"} and scanned["core"].fields == {"e"}
+    assert scanned["core_either"].levels == {"info", "warning"}
 
 
 def test_every_log_event_is_documented_with_its_level_and_fields_and_vice_versa() -> None:
