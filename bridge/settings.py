@@ -14,8 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.audio_format import AudioFormat
+
 Provider = Literal["openai", "azure", "local"]
-AudioMode = Literal["pcm16", "pcmu"]
 
 
 class SettingsError(Exception):
@@ -65,7 +66,7 @@ class Settings(BaseSettings):
     AZURE_OPENAI_DEPLOYMENT: str | None = None
     AZURE_OPENAI_API_VERSION: str | None = None
     REALTIME_URL: str | None = None
-    REALTIME_AUDIO: AudioMode = "pcm16"
+    REALTIME_AUDIO: AudioFormat = AudioFormat.PCM16
 
     TAVILY_API_KEY: SecretStr | None = None
     TAVILY_API_BASE_URL: str | None = None

@@ -55,8 +55,9 @@ from bridge.security import TokenError
 from bridge.services import Services
 from bridge.tasks import TaskSet
 from bridge.tools import dtmf as keypad
+from bridge.tools.base import Handoff, ToolEnv
 from bridge.tools.call_control import dial_twiml
-from bridge.tools.registry import Handoff, ToolEnv, build_tools
+from bridge.tools.catalogue import build_tools
 from bridge.tools.runner import ToolRunner, parse_arguments
 from bridge.ws import TwilioSocket, UpstreamSocket
 

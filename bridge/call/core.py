@@ -59,8 +59,8 @@ from bridge.call.rules import CallRules
 from bridge.playback import ItemPlayback, PlaybackClock
 from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
+from bridge.tools.base import Handoff, ToolResult, speak_exactly
 from bridge.tools.dtmf import DtmfOutcome, SayLine, ToModel
-from bridge.tools.registry import Handoff, ToolResult, speak_exactly
 from bridge.transcript import Transcript
 
 if TYPE_CHECKING:

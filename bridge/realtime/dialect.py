@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
+from bridge.audio_format import AudioFormat
 from bridge.realtime import events as ev
 
 DialectName = Literal["ga", "beta"]
@@ -232,7 +233,7 @@ class Dialect:
         if self.name == "ga":
             fmt = (
                 {"type": "audio/pcm", "rate": 24000}
-                if cfg.audio_format == "pcm16"
+                if cfg.audio_format == AudioFormat.PCM16
                 else {"type": "audio/pcmu"}
             )
             audio_in: dict[str, Any] = {"format": fmt, "turn_detection": turn}
@@ -250,7 +251,7 @@ class Dialect:
             if cfg.max_output_tokens is not None:
                 session["max_output_tokens"] = cfg.max_output_tokens
         else:
-            fmt_name = "pcm16" if cfg.audio_format == "pcm16" else "g711_ulaw"
+            fmt_name = "pcm16" if cfg.audio_format == AudioFormat.PCM16 else "g711_ulaw"
             session = {
                 "modalities": ["audio", "text"],
                 "instructions": cfg.instructions,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from bridge.persona import Persona
 from bridge.settings import Settings
 from bridge.tools import end_call, transfer
+from bridge.tools.base import Handoff, ToolEnv
 from bridge.tools.call_control import missing_credentials
-from bridge.tools.registry import Handoff, ToolEnv
 
 __all__ = ["DtmfOutcome", "SayLine", "ToModel", "decide", "to_model_text", "unavailable_actions"]
 

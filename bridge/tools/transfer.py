@@ -12,8 +12,8 @@ from typing import Any
 
 from bridge.persona import Persona, TransferCallTool
 from bridge.settings import Settings
+from bridge.tools.base import Handoff, Tool, ToolEnv, ToolResult
 from bridge.tools.call_control import missing_credentials
-from bridge.tools.registry import Handoff, Tool, ToolEnv, ToolResult
 
 __all__ = ["NAME", "build", "handoff", "unavailable"]
 

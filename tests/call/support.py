@@ -15,7 +15,7 @@ from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig
 from bridge.tools import dtmf, end_call
-from bridge.tools.registry import ToolEnv, ToolResult
+from bridge.tools.base import ToolEnv, ToolResult
 from tests.callcore import drain, sink_of
 from tests.conftest import make_settings
 

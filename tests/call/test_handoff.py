@@ -9,8 +9,8 @@ import json
 from bridge import twilio_stream as tw
 from bridge.call import CallRules, CarryOut, End
 from bridge.realtime import events as ev
+from bridge.tools.base import speak_exactly
 from bridge.tools.call_control import ControlOutcome
-from bridge.tools.registry import speak_exactly
 from tests.call.support import SID, Conversation, end_call_result, make_call
 
 R1, R2, R3 = "resp_1", "resp_2", "resp_3"
