@@ -596,7 +596,7 @@ async def _run_call(
             audio_mode,
             caller_number=caller,
             at=at,
-            tools=tuple(tool.function_tool for tool in tools.values()),
+            tools=tools.function_tools,
         ),
         greeting=persona.greeting_for(at, caller),
         started_at=time.monotonic(),

@@ -59,9 +59,9 @@ def test_blank_values_from_an_env_template_count_as_unset() -> None:
 
 
 def test_stream_url_follows_public_url_and_keeps_its_path_prefix() -> None:
-    assert make_settings(PUBLIC_URL="https://voice.example.com").stream_url(
-        "evil.example"
-    ) == ("wss://voice.example.com/media-stream")
+    assert make_settings(PUBLIC_URL="https://voice.example.com").stream_url("evil.example") == (
+        "wss://voice.example.com/media-stream"
+    )
     behind_a_proxy = make_settings(PUBLIC_URL="https://voice.example.com/base/")
     assert behind_a_proxy.stream_url("evil.example") == "wss://voice.example.com/base/media-stream"
     assert behind_a_proxy.public_http_url("/incoming-call") == (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from bridge.persona import Persona
 from bridge.realtime.events import FunctionTool
 from bridge.settings import Settings
-from bridge.tools import dtmf, end_call, transfer, web_search
+from bridge.tools import end_call, transfer, web_search
 from bridge.tools.base import Tool, ToolFactory
 
 __all__ = [
@@ -104,8 +104,8 @@ class UnavailableTool:
 
 def unavailable_tools(personas: Iterable[Persona], settings: Settings) -> list[UnavailableTool]:
     """Why tools the personas list will not be offered, e.g. web_search without
-    TAVILY_API_KEY; keypad transfers without Twilio credentials are reported too. Call it
-    once at start-up and log each entry (`log.warning("tool_unavailable", **asdict(entry))`).
+    TAVILY_API_KEY. Call it once at start-up and log each entry
+    (`log.warning("tool_unavailable", **asdict(entry))`).
     """
     out: list[UnavailableTool] = []
     for persona in personas:
@@ -113,6 +113,4 @@ def unavailable_tools(personas: Iterable[Persona], settings: Settings) -> list[U
             reason = CATALOGUE[name].unavailable(settings)
             if reason is not None:
                 out.append(UnavailableTool(persona.name, name, f"not offered: {reason}"))
-        for digit, reason in dtmf.unavailable_actions(persona, settings):
-            out.append(UnavailableTool(persona.name, f"dtmf {digit}", reason))
     return out

@@ -43,7 +43,7 @@ def persona() -> Persona:
 ENV = ToolEnv(persona(), make_settings(), CALL_SID)
 
 
-def make_call(rules: CallRules | None = None, *, can_transfer: bool = True) -> Call:
+def make_call(rules: CallRules | None = None) -> Call:
     call = Call(
         stream_sid=SID,
         call_sid=CALL_SID,
@@ -53,7 +53,7 @@ def make_call(rules: CallRules | None = None, *, can_transfer: bool = True) -> C
         greeting=None,
         started_at=0.0,
         rules=rules or CallRules(),
-        keypad=lambda digit: dtmf.decide(ENV.persona, digit, ENV, can_transfer=can_transfer),
+        keypad=lambda digit: dtmf.decide(ENV.persona, digit, ENV),
     )
     call.upstream_opened(0.0)
     drain(call)
