@@ -64,7 +64,7 @@ async def test_the_webhook_names_the_action_and_the_status_callback_and_nothing_
 async def test_an_agent_hang_up_without_twilio_rest_ends_with_a_hang_up(logs: LogCapture) -> None:
     script = [[FunctionCall("end_call")], [Say(GOODBYE, 300)]]
     async with FakeRealtimeServer("ga", script) as fake:
-        async with bridged_call(fake, desk()) as (bridge, stream, _):
+        async with bridged_call(fake, desk()) as (_bridge, stream, _):
             await asyncio.wait_for(stream.closed, 8)
             after = await continue_after_stream(stream.target)
     assert (after.via, verbs(after), after.said) == ("action", ["Hangup"], [])
@@ -94,7 +94,7 @@ async def test_a_keypad_transfer_without_twilio_rest_is_dialled_by_the_action(
 ) -> None:
     script = [[Say("Hello.", 200)], [Say("Hold on.", 300)]]
     async with FakeRealtimeServer("ga", script) as fake:
-        async with bridged_call(fake, desk()) as (bridge, stream, _):
+        async with bridged_call(fake, desk()) as (_bridge, stream, _):
             await stream.wait_playback_idle()
             await stream.send_dtmf("0")
             await asyncio.wait_for(stream.closed, 8)
