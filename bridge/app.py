@@ -33,7 +33,7 @@ from bridge.services import Services
 from bridge.settings import Settings
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.softphone.transcripts import FEED
-from bridge.stream import handle_media_stream
+from bridge.stream_start import handle_media_stream
 from bridge.tools import unavailable_tools, web_search
 from bridge.twiml import (
     STREAM_ENDED_PATH,

@@ -7,6 +7,7 @@ is exactly one 20 ms frame.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
@@ -308,12 +309,12 @@ def test_two_function_calls_are_answered_together_then_one_response_create() -> 
     call.on_upstream(ev.ResponseCreated(R1), 0.0)
     call.on_upstream(fcall("c1"), 0.0)
     call.on_upstream(fcall("c2"), 0.0)
-    _, _, effects = drain(call)
-    assert [e.call.call_id for e in effects if isinstance(e, RunTool)] == ["c1", "c2"]
+    assert not any(isinstance(e, RunTool) for e in drain(call)[2])  # not before it is done
     call.on_upstream(
         ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"), fcall("c2"))), 0.1
     )
-    assert not any(isinstance(e, RunTool) for e in drain(call)[2])  # not run twice
+    _, _, effects = drain(call)
+    assert [e.call.call_id for e in effects if isinstance(e, RunTool)] == ["c1", "c2"]  # once
     tool_result(call, R1, "c2", '{"ok":2}', 0.5)
     assert drain(call)[1] == []  # waits for c1
     tool_result(call, R1, "c1", '{"ok":1}', 0.6)
@@ -323,6 +324,28 @@ def test_two_function_calls_are_answered_together_then_one_response_create() -> 
         ("conversation.item.create", "c2"),
         ("response.create", None),
     ]
+
+
+def test_calls_of_a_response_that_did_not_complete_never_run() -> None:
+    for status, item_status in [
+        ("cancelled", "incomplete"),
+        ("incomplete", "incomplete"),
+        ("failed", None),
+        ("completed", "incomplete"),
+    ]:
+        call = make_call()
+        drain(call)
+        call.on_upstream(ev.ResponseCreated(R1), 0.0)
+        call.on_upstream(fcall("c1"), 0.0)  # arguments "done", as far as they got
+        cut = replace(fcall("c1"), arguments='{"q":', status=item_status)
+        call.on_upstream(ev.ResponseDone(R1, status, function_calls=(cut,)), 0.1)
+        _, _, effects = drain(call)
+        assert not any(isinstance(e, RunTool) for e in effects), status
+        (dropped,) = [
+            e.fields for e in effects if isinstance(e, Log) and e.event == "tool_call_dropped"
+        ]
+        assert (dropped["response_status"], dropped["item_status"]) == (status, item_status)
+        assert call.idle  # nothing owed: the model is not waiting for an output
 
 
 def test_tool_results_while_a_response_is_active_wait_for_it_to_finish() -> None:

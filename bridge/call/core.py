@@ -173,6 +173,7 @@ class Call:
         self._response_requested = False
         self._interrupted: set[str] = set()
         self._tool_batches: dict[str, _ToolBatch] = {}
+        self._calls_written: dict[str, dict[str, ev.FunctionCall]] = {}  # by response, call
         # Items we created (function outputs, user text) that no response has seen yet, and
         # those of them the server has confirmed into the conversation. A response created
         # after the confirmation has seen them; anything left owes a `response.create`.
@@ -468,8 +469,7 @@ class Call:
     def _on_response_done(self, done: ev.ResponseDone, now: float) -> None:
         if self._active_response == done.response_id:
             self._active_response = None
-        for call in done.function_calls:
-            self._on_function_call(call)
+        self._run_calls(done)
         for item in self.items.values():
             if (
                 item.response_id == done.response_id
@@ -503,13 +503,35 @@ class Call:
     # Tools -----------------------------------------------------------------------------------
 
     def _on_function_call(self, call: ev.FunctionCall) -> None:
+        """A call's arguments are complete, or as complete as they will get: the service
+        sends this for cancelled and incomplete responses too, so nothing runs before the
+        response is done (`_run_calls`)."""
         if not call.name and call.item_id in self._function_names:
             call = replace(call, name=self._function_names[call.item_id])
-        batch = self._tool_batches.setdefault(call.response_id, _ToolBatch())
-        if call.call_id in batch.calls:
-            return
-        batch.calls[call.call_id] = call
-        self._out.effects.append(RunTool(call))
+        self._calls_written.setdefault(call.response_id, {})[call.call_id] = call
+
+    def _run_calls(self, done: ev.ResponseDone) -> None:
+        """A response is done: its function calls run only if it completed, and each only if
+        its item completed (truncated arguments are never executed)."""
+        written = self._calls_written.pop(done.response_id, {})
+        for call in done.function_calls:  # the final word on each item's status
+            if not call.name and call.item_id in self._function_names:
+                call = replace(call, name=self._function_names[call.item_id])
+            written[call.call_id] = call
+        for call in written.values():
+            if done.status != "completed" or call.status not in (None, "completed"):
+                self._log(
+                    "tool_call_dropped",
+                    name=call.name,
+                    response_status=done.status,
+                    item_status=call.status,
+                )
+                continue
+            batch = self._tool_batches.setdefault(call.response_id, _ToolBatch())
+            if call.call_id in batch.calls:
+                continue
+            batch.calls[call.call_id] = call
+            self._out.effects.append(RunTool(call))
 
     def tool_slow(self, call: ev.FunctionCall, filler: str, now: float) -> None:
         """A tool is still running after the filler delay: its filler line is spoken, once,
@@ -831,6 +853,7 @@ class Call:
         self._active_response = None
         self._response_requested = False
         self._tool_batches.clear()
+        self._calls_written.clear()
         self._owed.clear()
         self._owed_added.clear()
         out = self._out

@@ -607,13 +607,20 @@ class RealtimeSession:
             status="in_progress",
         )
         ref = self._start_item(response, item)
-        self._emit(
-            "response.function_call_arguments.delta",
-            **ref,
-            call_id=item.call_id,
-            delta=call.arguments,
-        )
-        item.arguments = call.arguments
+        pieces = max(1, call.stream_ms // self.chunk_ms) if call.stream_ms else 1
+        size = math.ceil(len(call.arguments) / pieces) or 1
+        item.arguments = ""
+        for start in range(0, max(len(call.arguments), 1), size):
+            piece = call.arguments[start : start + size]
+            item.arguments += piece
+            self._emit(
+                "response.function_call_arguments.delta",
+                **ref,
+                call_id=item.call_id,
+                delta=piece,
+            )
+            if call.stream_ms:
+                yield self.chunk_ms
         self._emit(
             "response.function_call_arguments.done",
             **ref,
@@ -651,6 +658,16 @@ class RealtimeSession:
                 **ref,
                 content_index=0,
                 part={"type": "audio", "transcript": part.transcript or ""},
+            )
+        if isinstance(item, FunctionCallItem) and status == "incomplete":
+            # "Also emitted when a Response is interrupted, incomplete, or cancelled" (the
+            # openai package's ResponseFunctionCallArgumentsDoneEvent): with what was written.
+            self._emit(
+                "response.function_call_arguments.done",
+                **ref,
+                call_id=item.call_id,
+                name=item.name,
+                arguments=item.arguments,
             )
         item.status = status
         rendered = self.dialect.render_item(item)

@@ -48,6 +48,7 @@ def _function_calls(response: dict[str, Any]) -> tuple[ev.FunctionCall, ...]:
                     call_id=str(out.get("call_id", "")),
                     name=str(out.get("name", "")),
                     arguments=str(out.get("arguments", "")),
+                    status=str(out["status"]) if out.get("status") else None,
                 )
             )
     return tuple(calls)

@@ -104,6 +104,9 @@ class FunctionCall:
     call_id: str
     name: str
     arguments: str
+    status: str | None = None
+    """The item's status as `response.done` reports it (`completed`, `incomplete`); None
+    from `response.function_call_arguments.done`, which does not say."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,9 @@ class FunctionCall:
     name: str
     arguments: Mapping[str, Any] | str = field(default_factory=dict)
     call_id: str | None = None
+    ms: int = 0
+    """How long the model takes to write the arguments; a barge-in meanwhile cancels the
+    response and the call arrives `incomplete`, cut short, as the hosted service sends it."""
 
 
 Step = Say | FunctionCall
@@ -87,7 +90,7 @@ class ScriptedResponder:
         arguments = (
             step.arguments if isinstance(step.arguments, str) else json.dumps(step.arguments)
         )
-        return ToolCall(step.name, arguments, step.call_id)
+        return ToolCall(step.name, arguments, step.call_id, step.ms)
 
 
 class ScriptedTranscriber:
