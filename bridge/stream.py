@@ -376,6 +376,7 @@ class CallRuntime:
             "protocol_error": CLOSE_POLICY_VIOLATION,
             # The stream failed the caller: its action answers with the fallback.
             "upstream_failed": CLOSE_UPSTREAM_FAILED,
+            "session_rejected": CLOSE_UPSTREAM_FAILED,
         }.get(reason, CLOSE_NORMAL)
         if self.twilio.open:
             with contextlib.suppress(Exception):
@@ -414,6 +415,7 @@ _OUTCOMES = {
     "agent_hangup": "agent_hangup",
     "transferred": "transferred",
     "upstream_failed": "upstream_failed",
+    "session_rejected": "upstream_failed",
     "timeout": "timeout",
     "max_duration": "timeout",
     "idle": "timeout",

@@ -160,6 +160,7 @@ class Call:
         self._finished = False
 
         self._session_started = started_at
+        self._update_sent_at: float | None = None  # a session.update not yet confirmed
         self._renewing = False
         self._limits = LimitWatch(rules, started_at)
         self._handoff: HandoffProgress | None = None
@@ -274,6 +275,7 @@ class Call:
         self._upstream_up = True
         self._session_started = now
         self._out.control.append(self.dialect.session_update(self.session))
+        self._update_sent_at = now
         self._release_backlog()
 
     def _release_backlog(self) -> None:
@@ -380,6 +382,7 @@ class Call:
             if event.item_id in self._owed:
                 self._owed_added.add(event.item_id)
         elif isinstance(event, ev.SessionUpdated):
+            self._update_sent_at = None
             if not self._greeted:
                 self._greeted = True
                 self._request_response(self._greeting_instructions())
@@ -493,6 +496,11 @@ class Call:
         self._on_quiet(now)
 
     def _on_error(self, error: ev.UpstreamError) -> None:
+        if self._update_sent_at is not None and error.code not in BENIGN_ERRORS:
+            # The service refuses a session.update with an error and no session.updated,
+            # keeping its defaults: a call with the wrong voice, format or tools.
+            self._session_rejected(error.code, error.message)
+            return
         level = "info" if error.code in BENIGN_ERRORS else "warning"
         self._log(
             "upstream_error", level, code=error.code, error_type=error.type, message=error.message
@@ -747,11 +755,21 @@ class Call:
         self._log("call_control", "info" if outcome.ok else "warning", **fields)
         self.end(handoff.reason)
 
+    def _session_rejected(self, code: str | None, message: str) -> None:
+        self._log("session_rejected", "error", code=code, message=message)
+        self.end("session_rejected")
+
     # Time: limits, idleness, renewal, the handoff's watchdog ---------------------------------
 
     def tick(self, now: float) -> None:
         """The timers' moment (every half second): what is due is done now."""
         if self.ended:
+            return
+        sent = self._update_sent_at
+        if sent is not None and now - sent >= self.rules.session_confirm_s:
+            self._session_rejected(
+                None, f"no session.updated within {self.rules.session_confirm_s:g} s"
+            )
             return
         progress = self._handoff
         if progress is not None and progress.overdue(now, self.rules.handoff_max_wait_s):
@@ -912,6 +930,7 @@ class Call:
                 replay.append(self.dialect.assistant_text(text, item_id))
         out = self._out
         out.control[:0] = replay
+        self._update_sent_at = now
         self._release_backlog()
         self._log(
             "upstream_reconnected",

@@ -56,6 +56,10 @@ def make_call(rules: CallRules | None = None) -> Call:
         keypad=lambda digit: dtmf.decide(ENV.persona, digit, ENV),
     )
     call.upstream_opened(0.0)
+    # The session confirms its configuration and the agent speaks first (nothing, here).
+    call.on_upstream(ev.SessionUpdated(), 0.0)
+    call.on_upstream(ev.ResponseCreated("resp_greeting"), 0.0)
+    call.on_upstream(ev.ResponseDone("resp_greeting", "completed"), 0.0)
     drain(call)
     return call
 

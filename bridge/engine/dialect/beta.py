@@ -27,6 +27,7 @@ from bridge.engine.dialect.base import (
 )
 from bridge.engine.errors import ProtocolError
 from bridge.engine.response import ResponseRecord
+from bridge.voices import BETA_VOICES, unsupported_voice_message
 
 _BETA_FORMATS = {"pcm16": AudioFormat.PCM16, "g711_ulaw": AudioFormat.PCMU}
 _BETA_MODELS = (
@@ -134,6 +135,12 @@ class BetaDialect(EngineDialect):
             )
         if "voice" in s:
             changes["voice"] = typed(s["voice"], str, "session.voice")
+            if changes["voice"] not in BETA_VOICES:
+                raise ProtocolError(
+                    "invalid_value",
+                    unsupported_voice_message(changes["voice"], "beta"),
+                    "session.voice",
+                )
         if "speed" in s:
             changes["output_speed"] = float(typed(s["speed"], float, "session.speed"))
         if "tools" in s:

@@ -25,6 +25,7 @@ from bridge.engine.dialect.base import (
 )
 from bridge.engine.errors import ProtocolError
 from bridge.engine.response import ResponseRecord
+from bridge.voices import GA_VOICES, unsupported_voice_message
 
 
 class GaDialect(EngineDialect):
@@ -140,6 +141,12 @@ class GaDialect(EngineDialect):
             out["output_format"] = self._parse_format(outp["format"], f"{path}.format")
         if "voice" in outp:
             out["voice"] = typed(outp["voice"], (str, dict), f"{path}.voice")
+            if isinstance(out["voice"], str) and out["voice"] not in GA_VOICES:
+                raise ProtocolError(
+                    "invalid_value",
+                    unsupported_voice_message(out["voice"], "ga"),
+                    f"{path}.voice",
+                )
         if "speed" in outp:
             out["output_speed"] = float(typed(outp["speed"], float, f"{path}.speed"))
         return out
