@@ -170,6 +170,9 @@ _BETA: dict[str, _Decoder] = {
 }
 
 
+_CREATE_PREFIX = "create_"  # the event_id of a conversation.item.create: "create_<item id>"
+
+
 def _dumps(obj: dict[str, Any]) -> str:
     return orjson.dumps(obj).decode()
 
@@ -298,10 +301,19 @@ class Dialect:
         return _dumps({"type": "response.create", "response": {"instructions": instructions}})
 
     @staticmethod
+    def item_created_by(event_id: str | None) -> str | None:
+        """The item a `conversation.item.create` of ours carried, from the `event_id` the
+        service echoes in an `error` about it; None for any other event."""
+        if event_id and event_id.startswith(_CREATE_PREFIX):
+            return event_id[len(_CREATE_PREFIX) :]
+        return None
+
+    @staticmethod
     def user_text(text: str, item_id: str) -> str:
         return _dumps(
             {
                 "type": "conversation.item.create",
+                "event_id": _CREATE_PREFIX + item_id,
                 "item": {
                     "id": item_id,
                     "type": "message",
@@ -317,6 +329,7 @@ class Dialect:
         return _dumps(
             {
                 "type": "conversation.item.create",
+                "event_id": _CREATE_PREFIX + item_id,
                 "item": {
                     "id": item_id,
                     "type": "message",
@@ -331,6 +344,7 @@ class Dialect:
         return _dumps(
             {
                 "type": "conversation.item.create",
+                "event_id": _CREATE_PREFIX + item_id,
                 "item": {
                     "id": item_id,
                     "type": "function_call_output",
