@@ -385,6 +385,11 @@ class Call:
                 self._request_response(self._greeting_instructions())
         elif isinstance(event, ev.UpstreamError):
             self._on_error(event)
+        elif isinstance(event, ev.RateLimits):
+            for limit in event.limits:
+                self._out.effects.append(
+                    Measure(f"rate_limit_remaining:{limit.name}", limit.remaining)
+                )
 
     def upstream_rejected(self, reason: str) -> None:
         """A message from the upstream that the dialect could not read."""
@@ -482,8 +487,15 @@ class Call:
                 if self.playback.item_finished(item):
                     self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
         if done.status == "failed":
+            # Quota, rate limits, a server fault: say why the agent went silent.
             self._log(
-                "response_failed", "warning", response_id=done.response_id, reason=done.reason
+                "response_failed",
+                "warning",
+                response_id=done.response_id,
+                reason=done.reason,
+                error_type=done.error_type,
+                error_code=done.error_code,
+                error_message=done.error_message,
             )
         batch = self._tool_batches.get(done.response_id)
         if batch is not None:
