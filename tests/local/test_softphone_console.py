@@ -1,0 +1,361 @@
+"""The softphone as a call console, in Debian's Chromium: twenty calls in a row in one tab
+(each one's transcript feed closed when it ends: Chromium allows six connections per host),
+the keypad, the persona choice, the timer, the feed's events in place, the end reason, and
+what the page says when the bridge is busy, down, reached over plain http, or refused the
+microphone. Every state is read from the DOM and photographed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bridge.app import BUSY_SAY
+from bridge.engine.items import MessageItem
+from bridge.engine.responder import ResponseRequest
+from bridge.persona import DtmfAction, DtmfConfig, EndCallTool, Persona, PersonaBook, Tools
+from bridge.sim import TwilioMediaStream, place_call
+from bridge.softphone import persona_choices
+from bridge.softphone.transcripts import FEED
+from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
+from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say, Step
+from tests.local.test_softphone import CHROMIUM, QUIET_FLAGS
+
+GREETING = "Hello, this is the console line."
+MENU_LINE = "We are open nine to five."
+GOODBYE = "Thanks for calling, goodbye."
+CALLS = 20
+
+NUMBERS = {"console": "+15550003333", "other": "+15550004444"}
+
+
+def persona(name: str) -> Persona:
+    """A line with a keypad menu: 5 says a line, # hangs up; other keys reach the model."""
+    return Persona(
+        name=name,
+        business_name="voicebridge",
+        default=name == "console",
+        numbers=[NUMBERS[name]],
+        instructions="You answer the phone.",
+        greeting=GREETING,
+        tools=Tools(end_call=EndCallTool(filler=GOODBYE)),
+        dtmf=DtmfConfig(
+            menu={
+                "5": DtmfAction(action="say", text=MENU_LINE),
+                "#": DtmfAction(action="end_call"),
+            },
+            unlisted="to_model",
+        ),
+    )
+
+
+BOOK = PersonaBook([persona("console"), persona("other")])
+
+
+def model(request: ResponseRequest) -> list[Step]:
+    """The scripted model: says what the bridge asks it to say word for word (greeting, menu
+    line, goodbye); asked about key 1, it hangs up with its end_call tool."""
+    verbatim = re.search(r'nothing else: "(.*)"\s*$', request.instructions, re.S)
+    if verbatim:
+        return [Say(verbatim[1], 300)]
+    said = [i.text for i in request.conversation if isinstance(i, MessageItem) and i.role == "user"]
+    if said and "pressed 1" in said[-1]:
+        return [FunctionCall("end_call")]
+    return [Say("Sorry, I did not get that.", 300)]
+
+
+def silent_wav(path: Path) -> None:
+    """The fake microphone: two seconds of silence (Chromium loops it), so no call hears a
+    caller talk over the agent."""
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(b"\0\0" * 32000)
+
+
+STATE = """() => {
+    const body = document.body.dataset, enabled = (sel) => !document.querySelector(sel).disabled;
+    return {state: body.state, error: body.error, reason: body.reason,
+        status: document.querySelector('#status').textContent,
+        call: enabled('#call'), hangup: enabled('#hangup'),
+        keypad: [...document.querySelectorAll('#keypad button')].filter(b => !b.disabled).length,
+        timer: document.querySelector('#timer').textContent};
+}"""
+ROWS = """els => els.map(e => [e.dataset.event || '', e.className,
+    e.querySelector('.text').textContent, (e.querySelector('.meta') || {}).textContent || ''])"""
+
+
+class Console:
+    """The page under test, read through its DOM."""
+
+    def __init__(self, page: Any, shots: Path) -> None:
+        self.page, self.shots = page, shots
+
+    async def state(self) -> dict[str, Any]:
+        return dict(await self.page.evaluate(STATE))
+
+    async def wait_state(self, state: str, timeout: float = 10_000) -> dict[str, Any]:
+        await self.page.wait_for_function(
+            "s => document.body.dataset.state === s", arg=state, timeout=timeout
+        )
+        return await self.state()
+
+    async def rows(self) -> list[list[str]]:
+        return list(await self.page.eval_on_selector_all("#transcript li", ROWS))
+
+    async def wait_row(self, event: str, count: int = 1, timeout: float = 10_000) -> None:
+        await self.page.wait_for_function(
+            "([e, n]) => document.querySelectorAll(`#transcript li[data-event='${e}']`).length"
+            " >= n",
+            arg=[event, count],
+            timeout=timeout,
+        )
+
+    async def shot(self, name: str) -> None:
+        await self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+
+async def watched_feeds_closed() -> None:
+    """The page closed the call's EventSource: the bridge keeps no call's lines any more."""
+    await wait_until(lambda: FEED.watched == 0, 5, "the page to close its transcript feed")
+
+
+@contextlib.asynccontextmanager
+async def chromium(wav: Path) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                *QUIET_FLAGS,
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+                "--autoplay-policy=no-user-gesture-required",
+                # a name that is not localhost, for the page over plain http
+                "--host-resolver-rules=MAP softphone.test 127.0.0.1",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def test_the_persona_list_names_each_personas_numbers_and_the_default() -> None:
+    assert persona_choices(BOOK) == [
+        {"name": "console", "numbers": ["+15550003333"], "default": True},
+        {"name": "other", "numbers": ["+15550004444"], "default": False},
+    ]
+
+
+async def test_the_persona_route_serves_the_apps_book() -> None:
+    async with running_bridge(make_settings(), BOOK) as bridge:  # type: ignore[arg-type]
+        async with httpx.AsyncClient(base_url=bridge.base_url) as http:
+            response = await http.get("/softphone/personas")
+            script = await http.get("/softphone/feed.js")
+    assert response.status_code == 200
+    assert response.json() == persona_choices(BOOK)
+    assert (script.status_code, script.headers["content-type"]) == (200, "application/javascript")
+
+
+async def one_call(console: Console, index: int, logs: LogCapture) -> None:
+    """Call `index` of the run; its kind decides how it ends (keypad, hang-up, the model)."""
+    page, kind = console.page, index % 4
+    name = "other" if kind == 2 else "console"
+    await page.select_option("#persona", NUMBERS[name])
+    await page.click("#call")
+    live = await console.wait_state("in-call")
+    assert (live["call"], live["hangup"], live["keypad"]) == (False, True, 12), live
+    await console.wait_row("transcript")
+    rows = await console.rows()
+    assert rows[0][0] == "call_started" and rows[0][2].startswith(
+        f"Call to {name} ({NUMBERS[name]}) from +1555000"
+    ), rows
+    assert rows[1][1:3] == ["agent", GREETING], rows
+    if kind == 0:  # the keypad: 5 says the menu line, # hangs up after the goodbye
+        await page.click("#keypad button[data-digit='5']")
+        await console.wait_row("transcript", 2)
+        if index == 0:
+            await console.shot("3-in-call-keypad-used")
+        await page.click("#keypad button[data-digit='#']")
+    elif kind == 1:  # the caller hangs up
+        await page.click("#hangup")
+    elif kind == 2:  # key 1 reaches the model, which calls end_call
+        await page.keyboard.press("1")
+    else:  # the keyboard's # does what the keypad's does
+        await page.keyboard.press("#")
+    ended = await console.wait_state("ended")
+    await watched_feeds_closed()
+    rows = await console.rows()
+    sid = await page.text_content("#callsid")
+    [record] = [r for r in logs.events("call_ended") if r.get("call_sid") == sid]
+    expected = "caller_hangup" if kind == 1 else "agent_hangup"
+    assert ended["reason"] == expected, (ended, rows)
+    assert (ended["call"], ended["hangup"], ended["keypad"]) == (True, False, 0), ended
+    label = "you hung up" if kind == 1 else "the agent hung up"
+    assert ended["status"].startswith(f"Call ended: {label} ("), ended
+    end = rows[-1]
+    assert end[:3] == ["call_ended", "end", f"Call ended: {label}"], rows
+    turns = record["turns"]
+    assert end[3] == f"{ended['timer']} · {turns} turn{'' if turns == 1 else 's'} · 0 barge-ins"
+    events = [r[0] for r in rows]
+    if kind == 0:
+        assert [r[2] for r in rows if r[0] == "dtmf"] == [
+            "Key 5: the agent says the menu's line",
+            "Key #: hang up",
+        ], rows
+        assert [r[2] for r in rows if r[1] == "agent"] == [GREETING, MENU_LINE, GOODBYE], rows
+    elif kind == 2:
+        assert [r[2] for r in rows if r[0] == "dtmf"] == ["Key 1: sent to the model"], rows
+        [tool] = [r for r in rows if r[0] == "tool_call"]
+        assert tool[2] == "Tool end_call({}): ok" and re.fullmatch(r"\d+ ms", tool[3]), tool
+        assert "Hanging up after the goodbye (asked by the agent)" in [r[2] for r in rows]
+    elif kind == 3:
+        assert "Hanging up after the goodbye (asked by the keypad)" in [r[2] for r in rows]
+    assert events.count("call_ended") == 1, rows
+    if index == 0:
+        await console.shot("4-ended-with-reason")
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Debian's chromium is not installed")
+async def test_twenty_calls_in_one_tab_and_every_way_a_call_cannot_start(
+    logs: LogCapture, tmp_path: Path
+) -> None:
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    wav = tmp_path / "silence.wav"
+    silent_wav(wav)
+    script = [model] * 6
+    async with (
+        FakeRealtimeServer("ga", script) as fake,
+        chromium(wav) as browser,
+    ):
+        settings = make_settings(
+            OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url, MAX_CONCURRENT_CALLS=1
+        )
+        phone = await browser.new_context(permissions=["microphone"])
+        phone.set_default_timeout(15_000)
+        console = Console(await phone.new_page(), shots)
+        async with running_bridge(settings, BOOK) as bridge:  # type: ignore[arg-type]
+            await console.page.goto(f"{bridge.base_url}/softphone")
+            await console.page.wait_for_selector(
+                "#persona option[data-persona='other']", state="attached"
+            )
+            idle = await console.state()
+            assert (idle["state"], idle["call"], idle["hangup"], idle["keypad"]) == (
+                "idle",
+                True,
+                False,
+                0,
+            )
+            options = await console.page.eval_on_selector_all(
+                "#persona option", "os => os.map(o => [o.textContent, o.value])"
+            )
+            assert options == [
+                ["console (default) · +15550003333", "+15550003333"],
+                ["other · +15550004444", "+15550004444"],
+                ["another number (type it below)", ""],
+            ]
+            assert await console.page.input_value("#to") == "+15550003333"
+            await console.shot("1-idle")
+
+            # Ringing, held at the webhook by the test: Hang up gives the call up, and the
+            # feed it had opened is closed.
+            held: list[Any] = []
+            await console.page.route("**/incoming-call", lambda route: held.append(route))
+            failed: list[str] = []
+            console.page.on(
+                "requestfailed", lambda r: failed.append(f"{r.url.split('?')[0]} {r.failure}")
+            )
+            await console.page.click("#call")
+            ringing = await console.wait_state("ringing")
+            assert ringing["status"] == "Ringing +15550003333…"
+            assert (ringing["call"], ringing["hangup"], ringing["keypad"]) == (False, True, 0)
+            assert FEED.watched == 1
+            await console.shot("2-ringing")
+            await console.page.click("#hangup")
+            cancelled = await console.wait_state("ended")
+            assert cancelled["status"] == "Call cancelled before it was answered."
+            await watched_feeds_closed()
+            await wait_until(lambda: len(failed) == 2, 5, "the page to give up its requests")
+            assert sorted(failed) == [  # the webhook's answer and the transcript feed
+                f"{bridge.base_url}/incoming-call net::ERR_ABORTED",
+                f"{bridge.base_url}/softphone-events net::ERR_ABORTED",
+            ]
+            assert len(held) == 1
+            await console.page.unroute("**/incoming-call")
+
+            for index in range(CALLS):
+                await one_call(console, index, logs)
+            ended = logs.events("call_ended")
+            assert len(ended) == CALLS
+            assert [r["reason"] for r in ended] == [
+                "caller_hangup" if i % 4 == 1 else "agent_hangup" for i in range(CALLS)
+            ]
+            assert [r["persona"] for r in logs.events("call_started")] == [
+                "other" if i % 4 == 2 else "console" for i in range(CALLS)
+            ]
+            assert [r["digit"] for r in logs.events("dtmf")] == [
+                d for i in range(CALLS) for d in ("5#", "", "1", "#")[i % 4]
+            ]
+
+            # Busy: the one line is taken by another caller; the page shows the busy <Say>.
+            target = await place_call(bridge.base_url)
+            async with TwilioMediaStream(target) as other_caller:
+                await wait_until(lambda: other_caller.played_ms_total > 0, 5, "the greeting")
+                await console.page.click("#call")
+                busy = await console.wait_state("error")
+                assert busy["error"] == "busy" and busy["call"], busy
+                assert busy["status"] == (
+                    f"The bridge did not take the call: it said “{BUSY_SAY}” and hung up."
+                )
+                await watched_feeds_closed()
+                await console.shot("5-busy")
+
+        # The bridge is down: the page says so and Call works again.
+        await console.page.click("#call")
+        down = await console.wait_state("error")
+        assert down["error"] == "unreachable" and down["call"] and not down["hangup"], down
+        assert down["status"].startswith(
+            f"The bridge is not reachable at {bridge.base_url}: is “voicebridge serve” (make run)"
+        )
+        await console.shot("6-bridge-down")
+
+        async with running_bridge(settings, BOOK, port=bridge.port) as bridge:  # type: ignore[arg-type]
+            # Plain http under a name that is not localhost: no microphone, and the fix.
+            insecure = Console(await phone.new_page(), shots)
+            await insecure.page.goto(f"http://softphone.test:{bridge.port}/softphone")
+            state = await insecure.wait_state("error")
+            assert state["error"] == "insecure" and not state["call"], state
+            assert state["status"].startswith(
+                f"This page is not a secure context (http://softphone.test:{bridge.port})"
+            )
+            assert f"Open http://localhost:{bridge.port}/softphone" in state["status"]
+            await insecure.shot("7-insecure-context")
+
+            # The microphone refused (a context without the permission): how to allow it,
+            # and nothing left open.
+            denied = Console(await (await browser.new_context()).new_page(), shots)
+            await denied.page.goto(f"{bridge.base_url}/softphone")
+            await denied.page.click("#call")
+            state = await denied.wait_state("error")
+            assert state["error"] == "mic-denied" and state["call"], state
+            assert state["status"].startswith(
+                "The browser refused the microphone (Permission denied).\nAllow it for this page"
+            )
+            assert FEED.watched == 0
+            await denied.shot("8-mic-denied")
+
+            # The same tab as before, the bridge back: a call works again.
+            await one_call(console, 1, logs)
+    assert fake.violations == []
+    assert len(fake.sessions) == CALLS + 2
