@@ -7,6 +7,7 @@ microphone. Every state is read from the DOM and photographed."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import wave
@@ -32,6 +33,51 @@ GREETING = "Hello, this is the console line."
 MENU_LINE = "We are open nine to five."
 GOODBYE = "Thanks for calling, goodbye."
 CALLS = 20
+LIMIT_S = 4.0
+
+FEED_SAMPLES = [
+    {"event": "barge_in", "item_id": "item_1", "played_ms": 1240.0, "reaction_ms": 41.7},
+    {
+        "event": "transcript",
+        "role": "agent",
+        "text": "We open at",
+        "interrupted": True,
+        "played_ms": 1240.0,
+    },
+    {"event": "handoff_started", "kind": "transfer", "target": "operator", "origin": "model"},
+    {"event": "handoff_cancelled", "kind": "transfer", "reason": "caller spoke"},
+    {
+        "event": "tool_call",
+        "name": "web_search",
+        "arguments": '{"query": "weather in Paris"}',
+        "ok": False,
+        "error": "timeout",
+        "duration_ms": 5001.2,
+    },
+    {
+        "event": "call_control",
+        "action": "transfer",
+        "ok": False,
+        "target": "operator",
+        "error": "HTTP 404",
+    },
+    {
+        "event": "call_ended",
+        "reason": "transferred",
+        "duration_s": 75.4,
+        "turns": 1,
+        "barge_ins": 1,
+    },
+]
+FEED_SHOWN = [
+    ("note", "You talked over the agent after 1.2 s of its reply, audio cut in 42 ms", ""),
+    ("agent", "We open at", "interrupted after 1.2 s"),
+    ("note", "Transferring to operator (asked by the agent)", ""),
+    ("note", "The transfer is called off: caller spoke", ""),
+    ("note", 'Tool web_search({"query": "weather in Paris"}): failed: timeout', "5001 ms"),
+    ("note", "Call control transfer to operator: failed: HTTP 404", ""),
+    ("end", "Call ended: transferred", "1:15 · 1 turn · 1 barge-in"),
+]
 
 NUMBERS = {"console": "+15550003333", "other": "+15550004444"}
 
@@ -330,6 +376,8 @@ async def test_twenty_calls_in_one_tab_and_every_way_a_call_cannot_start(
         )
         await console.shot("6-bridge-down")
 
+        # Back, with calls of at most 4 s.
+        settings = settings.model_copy(update={"MAX_CALL_SECONDS": LIMIT_S})
         async with running_bridge(settings, BOOK, port=bridge.port) as bridge:  # type: ignore[arg-type]
             # Plain http under a name that is not localhost: no microphone, and the fix.
             insecure = Console(await phone.new_page(), shots)
@@ -355,7 +403,35 @@ async def test_twenty_calls_in_one_tab_and_every_way_a_call_cannot_start(
             assert FEED.watched == 0
             await denied.shot("8-mic-denied")
 
-            # The same tab as before, the bridge back: a call works again.
-            await one_call(console, 1, logs)
+            # The same tab as before, the bridge back: a call works again. The model's
+            # connection drops and comes back, then the call reaches its longest length.
+            await console.page.click("#call")
+            await console.wait_row("transcript")
+            await fake.close_all()
+            await console.wait_row("upstream_reconnected")
+            ended = await console.wait_state("ended", timeout=LIMIT_S * 1000 + 10_000)
+            await watched_feeds_closed()
+            assert ended["reason"] == "max_duration", ended
+            texts = [row[2] for row in await console.rows()]
+            [back] = logs.events("upstream_reconnected")
+            gap_ms = math.floor(back["gap_ms"] + 0.5)  # JavaScript's Math.round
+            assert texts[texts.index(GREETING) :] == [
+                GREETING,
+                "The connection to the model was lost: reconnecting…",
+                f"Reconnected to the model after {gap_ms} ms",
+                "Limit: longest call (4 s)",
+                "Hanging up after the goodbye (asked by a limit)",
+                str(BOOK.default.limits.goodbye),
+                "Call control hangup: done (by closing the media stream)",
+                "Call ended: the call reached its longest length",
+            ], texts
+            await console.shot("9-reconnected-then-limit")
+
+            # What the rest of the feed's events look like, as the bridge publishes them.
+            shown = await console.page.evaluate(
+                "async (lines) => lines.map((await import('/softphone/feed.js')).describe)",
+                FEED_SAMPLES,
+            )
+    assert [(row["kind"], row["text"], row.get("meta", "")) for row in shown] == FEED_SHOWN
     assert fake.violations == []
-    assert len(fake.sessions) == CALLS + 2
+    assert len(fake.sessions) == CALLS + 3  # and one more after the drop
