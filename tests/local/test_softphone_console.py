@@ -18,13 +18,21 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.app import BUSY_SAY
 from bridge.engine.items import MessageItem
 from bridge.engine.responder import ResponseRequest
-from bridge.persona import DtmfAction, DtmfConfig, EndCallTool, Persona, PersonaBook, Tools
+from bridge.persona import (
+    DtmfAction,
+    DtmfConfig,
+    EndCallTool,
+    Persona,
+    PersonaBook,
+    Tools,
+    TransferTarget,
+)
 from bridge.sim import TwilioMediaStream, place_call
 from bridge.softphone import persona_choices
 from bridge.softphone.transcripts import FEED
+from bridge.twiml import BUSY_SAY
 from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say, Step
 from tests.local.test_softphone import CHROMIUM, QUIET_FLAGS
@@ -33,6 +41,7 @@ GREETING = "Hello, this is the console line."
 MENU_LINE = "We are open nine to five."
 GOODBYE = "Thanks for calling, goodbye."
 CALLS = 20
+END_REASONS = ("agent_hangup", "caller_hangup", "agent_hangup", "transferred")
 LIMIT_S = 4.0
 
 FEED_SAMPLES = [
@@ -59,7 +68,10 @@ FEED_SAMPLES = [
         "action": "transfer",
         "ok": False,
         "target": "operator",
-        "error": "HTTP 404",
+        "http_status": 404,
+        "duration_ms": 182.3,
+        "code": 20404,
+        "then": "connect_action",
     },
     {
         "event": "call_ended",
@@ -75,15 +87,21 @@ FEED_SHOWN = [
     ("note", "Transferring to operator (asked by the agent)", ""),
     ("note", "The transfer is called off: caller spoke", ""),
     ("note", 'Tool web_search({"query": "weather in Paris"}): failed: timeout', "5001 ms"),
-    ("note", "Call control transfer to operator: failed: HTTP 404", ""),
+    (
+        "note",
+        "Call control transfer to operator: failed (HTTP 404); the stream's end does it instead",
+        "",
+    ),
     ("end", "Call ended: transferred", "1:15 · 1 turn · 1 barge-in"),
 ]
 
+OPERATOR = "+15550009999"
 NUMBERS = {"console": "+15550003333", "other": "+15550004444"}
 
 
 def persona(name: str) -> Persona:
-    """A line with a keypad menu: 5 says a line, # hangs up; other keys reach the model."""
+    """A line with a keypad menu: 5 says a line, # hangs up, 0 transfers to the operator;
+    other keys reach the model."""
     return Persona(
         name=name,
         business_name="voicebridge",
@@ -92,10 +110,12 @@ def persona(name: str) -> Persona:
         instructions="You answer the phone.",
         greeting=GREETING,
         tools=Tools(end_call=EndCallTool(filler=GOODBYE)),
+        transfer_targets={"operator": TransferTarget(number=OPERATOR)},
         dtmf=DtmfConfig(
             menu={
                 "5": DtmfAction(action="say", text=MENU_LINE),
                 "#": DtmfAction(action="end_call"),
+                "0": DtmfAction(action="transfer", target="operator"),
             },
             unlisted="to_model",
         ),
@@ -214,7 +234,8 @@ async def test_the_persona_route_serves_the_apps_book() -> None:
 
 
 async def one_call(console: Console, index: int, logs: LogCapture) -> None:
-    """Call `index` of the run; its kind decides how it ends (keypad, hang-up, the model)."""
+    """Call `index` of the run; its kind decides how it ends: the keypad's hang-up, the
+    caller's, the model's, a transfer from the keyboard."""
     page, kind = console.page, index % 4
     name = "other" if kind == 2 else "console"
     await page.select_option("#persona", NUMBERS[name])
@@ -237,20 +258,29 @@ async def one_call(console: Console, index: int, logs: LogCapture) -> None:
         await page.click("#hangup")
     elif kind == 2:  # key 1 reaches the model, which calls end_call
         await page.keyboard.press("1")
-    else:  # the keyboard's # does what the keypad's does
-        await page.keyboard.press("#")
+    else:  # the keyboard's 0 does what the keypad's does: a transfer to the operator
+        await page.keyboard.press("0")
     ended = await console.wait_state("ended")
     await watched_feeds_closed()
     rows = await console.rows()
     sid = await page.text_content("#callsid")
     [record] = [r for r in logs.events("call_ended") if r.get("call_sid") == sid]
-    expected = "caller_hangup" if kind == 1 else "agent_hangup"
+    expected = END_REASONS[kind]
     assert ended["reason"] == expected, (ended, rows)
     assert (ended["call"], ended["hangup"], ended["keypad"]) == (True, False, 0), ended
-    label = "you hung up" if kind == 1 else "the agent hung up"
+    label = {"caller_hangup": "you hung up", "agent_hangup": "the agent hung up"}.get(
+        expected, expected
+    )
     assert ended["status"].startswith(f"Call ended: {label} ("), ended
-    end = rows[-1]
-    assert end[:3] == ["call_ended", "end", f"Call ended: {label}"], rows
+    [end] = [r for r in rows if r[0] == "call_ended"]
+    assert end[1:3] == ["end", f"Call ended: {label}"], rows
+    # Once the bridge has closed the stream, Twilio asks the <Connect> action what follows.
+    after = [r[2] for r in rows if r[0] == "after_stream"]
+    if kind == 1:
+        assert after == [] and rows[-1] == end, rows
+    else:
+        then = f"dials {OPERATOR}" if kind == 3 else "hangs up"
+        assert rows[-2:] == [end, ["after_stream", "note", f"After the stream, Twilio {then}.", ""]]
     turns = record["turns"]
     assert end[3] == f"{ended['timer']} · {turns} turn{'' if turns == 1 else 's'} · 0 barge-ins"
     events = [r[0] for r in rows]
@@ -266,10 +296,14 @@ async def one_call(console: Console, index: int, logs: LogCapture) -> None:
         assert tool[2] == "Tool end_call({}): ok" and re.fullmatch(r"\d+ ms", tool[3]), tool
         assert "Hanging up after the goodbye (asked by the agent)" in [r[2] for r in rows]
     elif kind == 3:
-        assert "Hanging up after the goodbye (asked by the keypad)" in [r[2] for r in rows]
+        assert [r[2] for r in rows if r[0] in ("dtmf", "handoff_started", "call_control")] == [
+            "Key 0: transfer",
+            "Transferring to operator (asked by the keypad)",
+            "Call control transfer: done (the stream ends; the <Connect> action does it)",
+        ], rows
     assert events.count("call_ended") == 1, rows
-    if index == 0:
-        await console.shot("4-ended-with-reason")
+    if index in (0, 3):
+        await console.shot(f"4-ended-with-reason-{expected}")
 
 
 @pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Debian's chromium is not installed")
@@ -344,14 +378,12 @@ async def test_twenty_calls_in_one_tab_and_every_way_a_call_cannot_start(
                 await one_call(console, index, logs)
             ended = logs.events("call_ended")
             assert len(ended) == CALLS
-            assert [r["reason"] for r in ended] == [
-                "caller_hangup" if i % 4 == 1 else "agent_hangup" for i in range(CALLS)
-            ]
+            assert [r["reason"] for r in ended] == [END_REASONS[i % 4] for i in range(CALLS)]
             assert [r["persona"] for r in logs.events("call_started")] == [
                 "other" if i % 4 == 2 else "console" for i in range(CALLS)
             ]
             assert [r["digit"] for r in logs.events("dtmf")] == [
-                d for i in range(CALLS) for d in ("5#", "", "1", "#")[i % 4]
+                d for i in range(CALLS) for d in ("5#", "", "1", "0")[i % 4]
             ]
 
             # Busy: the one line is taken by another caller; the page shows the busy <Say>.
@@ -422,8 +454,9 @@ async def test_twenty_calls_in_one_tab_and_every_way_a_call_cannot_start(
                 "Limit: longest call (4 s)",
                 "Hanging up after the goodbye (asked by a limit)",
                 str(BOOK.default.limits.goodbye),
-                "Call control hangup: done (by closing the media stream)",
+                "Call control hangup: done (the stream ends; the <Connect> action does it)",
                 "Call ended: the call reached its longest length",
+                "After the stream, Twilio hangs up.",
             ], texts
             await console.shot("9-reconnected-then-limit")
 

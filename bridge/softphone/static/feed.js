@@ -81,9 +81,13 @@ function describeEvent(line) {
     case "handoff_cancelled":
       return { kind: "note", text: `The ${line.kind === "transfer" ? "transfer" : "hang-up"} is called off${line.reason ? `: ${line.reason}` : ""}` };
     case "call_control": {
+      // Over Twilio's REST API, or (`via: connect_action`) by ending the stream, after which
+      // Twilio runs what the bridge's <Connect> action answers.
       const target = line.target ? ` to ${line.target}` : "";
-      const how = line.via === "stream_close" ? " (by closing the media stream)" : "";
-      const outcome = line.ok ? `done${how}` : `failed${line.error ? `: ${line.error}` : ""}`;
+      const how = line.via === "connect_action" ? " (the stream ends; the <Connect> action does it)" : "";
+      const status = line.http_status ? `HTTP ${line.http_status}` : line.error || "no answer";
+      const then = line.then === "connect_action" ? "; the stream's end does it instead" : "";
+      const outcome = line.ok ? `done${how}` : `failed (${status})${then}`;
       return { kind: "note", tone: line.ok ? undefined : "bad", text: `Call control ${line.action}${target}: ${outcome}` };
     }
     case "call_limit":

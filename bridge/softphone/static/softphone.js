@@ -251,6 +251,7 @@ async function connect(attempt) {
   const twiml = new DOMParser().parseFromString(body, "text/xml");
   const stream = answer.ok ? twiml.querySelector("Connect > Stream") : null;
   if (!stream) throw refusal(answer, body, twiml);
+  const action = stream.parentElement.getAttribute("action");
   const parameters = {};
   for (const p of stream.querySelectorAll("Parameter")) parameters[p.getAttribute("name")] = p.getAttribute("value");
 
@@ -295,12 +296,12 @@ async function connect(attempt) {
     const names = e.data.type === "cleared" ? e.data.marks : [e.data.name];
     for (const name of names) numbered({ event: "mark", streamSid, mark: { name } });
   };
-  ws.onclose = () => endCall("the bridge closed the stream");
+  ws.onclose = (e) => endCall(`the bridge closed the stream (code ${e.code}${e.reason ? `: ${e.reason}` : ""})`);
 
   const timer = setInterval(() => { $("timer").textContent = clock((performance.now() - started) / 1000); }, 250);
   attempt.own(() => clearInterval(timer));
   call = {
-    attempt, started, digits: "",
+    attempt, started, action, form,
     key: (digit) => numbered({ event: "dtmf", streamSid, dtmf: { track: "inbound_track", digit } }),
     stop: () => numbered({ event: "stop", streamSid, stop: { accountSid, callSid } }),
   };
@@ -328,13 +329,19 @@ async function endCall(why, { byCaller = false } = {}) {
   $("timer").textContent = clock(seconds);
   attempt.releaseCall();
   show("ending", byCaller ? "Hanging up…" : "The call is ending…");
-  let ended = null;
+  let ended = null, after = null;
   try {
-    ended = await Promise.race([attempt.ended, sleep(FEED_END_WAIT_MS).then(() => null)]);
+    // When the bridge closed the stream, Twilio asks the <Connect> action what happens next;
+    // a caller who hung up has ended the call, and nothing follows.
+    [ended, after] = await Promise.all([
+      Promise.race([attempt.ended, sleep(FEED_END_WAIT_MS).then(() => null)]),
+      byCaller ? null : afterStream(live),
+    ]);
   } finally {
     attempt.closeFeed();
     if (current === attempt) current = null;
   }
+  if (after) appendRow(transcript(), { event: "after_stream", kind: "note", ...after });
   if (ended) {
     $("timer").textContent = clock(ended.duration_s || seconds);
     show("ended", `Call ended: ${reasonText(ended.reason)} (${clock(ended.duration_s || seconds)}).`);
@@ -344,6 +351,33 @@ async function endCall(why, { byCaller = false } = {}) {
     document.body.dataset.reason = "";
     note(`Call ended: ${why}.`, "warn");
   }
+}
+
+// What Twilio does once the bridge has closed the stream: request the <Connect> action (POST,
+// the call's parameters) and run the TwiML it returns. Shown, not run: there is no phone line.
+async function afterStream(live) {
+  if (!live.action) return null;
+  const form = new URLSearchParams(live.form);
+  form.set("CallStatus", "in-progress");
+  let answer, body;
+  try {
+    answer = await fetch(new URL(live.action, location.href), { method: "POST", body: form, signal: AbortSignal.timeout(FEED_END_WAIT_MS) });
+    body = await answer.text();
+  } catch {
+    return { text: "After the stream, the <Connect> action did not answer: Twilio would say an application error occurred.", tone: "bad" };
+  }
+  if (!answer.ok) {
+    return { text: `After the stream, the <Connect> action answered HTTP ${answer.status}: Twilio would say an application error occurred.`, tone: "bad" };
+  }
+  const doc = new DOMParser().parseFromString(body, "text/xml");
+  const steps = [...(doc.documentElement?.children || [])].map((verb) => {
+    const text = verb.textContent.trim();
+    if (verb.tagName === "Say") return `says “${text}”`;
+    if (verb.tagName === "Dial") return `dials ${text}`;
+    if (verb.tagName === "Hangup") return "hangs up";
+    return `runs <${verb.tagName}>`;
+  });
+  return { text: `After the stream, Twilio ${steps.length ? steps.join(", then ") : "ends the call"}.` };
 }
 
 function pressKey(digit) {
