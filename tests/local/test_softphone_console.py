@@ -35,7 +35,7 @@ from bridge.softphone.transcripts import FEED
 from bridge.twiml import BUSY_SAY
 from tests.conftest import LogCapture, make_settings, running_bridge, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say, Step
-from tests.local.test_softphone import CHROMIUM, QUIET_FLAGS
+from tests.local.test_softphone import CHROMIUM, QUIET_FLAGS, caller_wav
 
 GREETING = "Hello, this is the console line."
 MENU_LINE = "We are open nine to five."
@@ -468,3 +468,56 @@ async def test_twenty_calls_in_one_tab_and_every_way_a_call_cannot_start(
     assert [(row["kind"], row["text"], row.get("meta", "")) for row in shown] == FEED_SHOWN
     assert fake.violations == []
     assert len(fake.sessions) == CALLS + 3  # and one more after the drop
+
+
+@pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Debian's chromium is not installed")
+async def test_a_barge_in_shows_where_the_caller_cut_the_agent_off(
+    logs: LogCapture, tmp_path: Path
+) -> None:
+    # The caller starts talking 1.5 s into an 8 s greeting.
+    wav = tmp_path / "caller.wav"
+    caller_wav(wav, "hello are you there", lead_s=1.5, tail_s=30.0)
+    script = [[Say("Hello, this is a very long greeting that goes on and on.", 8000)]]
+    script += [[Say("Yes, I am here.", 400)]]
+    async with (
+        FakeRealtimeServer("ga", script, transcripts=["hello are you there"]) as fake,
+        chromium(wav) as browser,
+    ):
+        settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url)
+        context = await browser.new_context(permissions=["microphone"])
+        context.set_default_timeout(15_000)
+        console = Console(await context.new_page(), tmp_path)
+        async with running_bridge(settings, BOOK) as bridge:  # type: ignore[arg-type]
+            await console.page.goto(f"{bridge.base_url}/softphone")
+            await console.page.click("#call")
+            await console.wait_row("barge_in")
+            await console.wait_row("transcript", 3)  # the cut greeting, the caller, the reply
+            await console.shot("10-barge-in")
+            await console.page.click("#hangup")
+            ended = await console.wait_state("ended")
+            await watched_feeds_closed()
+            rows = await console.rows()
+    [barge_in] = logs.events("barge_in")
+    played_s = f"{barge_in['played_ms'] / 1000:.1f} s"
+    ms = barge_in["reaction_ms"]
+    reaction = f"{ms:.1f}" if ms < 10 else str(math.floor(ms + 0.5))  # as the page rounds
+    [greeting] = [r for r in logs.events("transcript") if r["role"] == "agent" and r["interrupted"]]
+    assert 1000 <= barge_in["played_ms"] < 8000, barge_in
+    shown = [r for r in rows if r[0] in ("barge_in", "transcript")]
+    assert shown[0] == [
+        "transcript",
+        "agent interrupted",
+        greeting["text"],
+        f"interrupted after {greeting['played_ms'] / 1000:.1f} s",
+    ], rows
+    assert shown[1] == [
+        "barge_in",
+        "note warn",
+        f"You talked over the agent after {played_s} of its reply, audio cut in {reaction} ms",
+        "",
+    ], rows
+    assert shown[2][1:3] == ["caller", "hello are you there"], rows
+    assert shown[3][1:3] == ["agent", "Yes, I am here."], rows
+    assert ended["reason"] == "caller_hangup"
+    [end] = [r for r in rows if r[0] == "call_ended"]
+    assert end[3].endswith(" · 1 barge-in"), end

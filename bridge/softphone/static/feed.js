@@ -61,7 +61,8 @@ function describeEvent(line) {
       return { kind: caller ? "caller" : "agent", text: line.text || "(not understood)", meta, interrupted: !!line.interrupted };
     }
     case "barge_in": {
-      const reaction = line.reaction_ms == null ? "" : `, audio cut in ${Math.round(line.reaction_ms)} ms`;
+      const ms = line.reaction_ms;
+      const reaction = ms == null ? "" : `, audio cut in ${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
       return { kind: "note", tone: "warn", text: `You talked over the agent after ${secs(line.played_ms || 0)} of its reply${reaction}` };
     }
     case "tool_call": {
