@@ -210,7 +210,10 @@ async function placeCall() {
 async function connect(attempt) {
   show("connecting", "Taking the microphone…");
   // The microphone first: a refusal then leaves nothing else open.
-  const media = await attempt.wait(microphone());
+  const asked = microphone();
+  // Granted only after a hang-up (the browser's prompt was still open): give it back.
+  asked.then((m) => { if (attempt.cancelled) m.getTracks().forEach((t) => t.stop()); }, () => {});
+  const media = await attempt.wait(asked);
   attempt.own(() => media.getTracks().forEach((t) => t.stop()));
   const ctx = new AudioContext({ sampleRate: 8000 });
   attempt.own(() => ctx.close());
