@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.after_stream import StreamOutcomes
+from bridge.after_stream import CallFacts, StreamOutcomes, TransferNotAnswered
 from bridge.logs import get_logger
 from bridge.persona import Persona, PersonaBook
 from bridge.realtime.entra import EntraTokens
@@ -64,6 +64,8 @@ class Services:
     """Twilio REST call control; None without credentials (local mode)."""
     outcomes: StreamOutcomes
     """How each ended stream wants its call to go on, for the `<Connect>` action."""
+    resumes: CallFacts[TransferNotAnswered]
+    """Calls coming back to the agent after a transfer nobody answered, for their new stream."""
     watchers: CallWatchers | None = None
 
     @classmethod
@@ -83,6 +85,7 @@ class Services:
             tokens=tokens,
             control=TwilioCallControl.from_settings(settings),
             outcomes=StreamOutcomes(),
+            resumes=CallFacts(),
             watchers=watchers,
         )
 

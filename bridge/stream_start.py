@@ -177,6 +177,7 @@ async def _run_call(
     stream_opened_at = time.time()
     at = datetime.now(UTC)
     tools = build_tools(persona, settings)
+    resume = services.resumes.take(start.call_sid)  # back from a transfer nobody answered
     env = ToolEnv(persona, settings, start.call_sid, caller)
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
@@ -194,6 +195,7 @@ async def _run_call(
             settings,
         ),
         greeting=persona.greeting_for(at, caller),
+        opening=resume.opening() if resume is not None else None,
         started_at=time.monotonic(),
         rules=call_rules(persona, services, caller),
         keypad=on_key,
@@ -206,6 +208,8 @@ async def _run_call(
         "audio": audio_mode,
     }
     log.info("call_started", **started)
+    if resume is not None:
+        log.info("call_resumed", target=resume.target, dial_status=resume.status)
     if services.watchers is not None:
         line = {"event": "call_started", **started, "call_sid": start.call_sid}
         services.watchers.publish(start.call_sid, line)
@@ -227,6 +231,7 @@ async def _run_call(
         services=services,
         tools=ToolRunner(tools, env),
         webhook_at=_float_or_none(params.get("webhook_at")) or stream_opened_at,
+        called=called,
     )
     calls.runtimes.add(runtime)
     try:

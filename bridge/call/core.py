@@ -136,6 +136,7 @@ class Call:
         started_at: float,
         rules: CallRules = CallRules(),  # noqa: B008 (frozen)
         keypad: Keypad | None = None,
+        opening: str | None = None,
     ) -> None:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
@@ -145,6 +146,7 @@ class Call:
         self.audio = audio
         self.session = session
         self.greeting = greeting
+        self.opening = opening  # first instructions instead of the greeting (a call resumed)
         self.started_at = started_at
         self.rules = rules
         self._keypad = keypad
@@ -428,6 +430,8 @@ class Call:
         self._log("upstream_message_rejected", "warning", error=reason)
 
     def _greeting_instructions(self) -> str | None:
+        if self.opening:
+            return self.opening
         if not self.greeting:
             return None
         return (
