@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from bridge.persona.errors import Loc, field_error
+from bridge.persona.integrations import McpServer, server_names
 from bridge.persona.sections import (
     DtmfAction,
     DtmfConfig,
@@ -54,7 +55,15 @@ class FallbackPlan:
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
 _PERSONA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SECTIONS = ("turn_detection", "tools", "transfer_targets", "dtmf", "limits", "fallback")
+_SECTIONS = (
+    "turn_detection",
+    "tools",
+    "transfer_targets",
+    "dtmf",
+    "limits",
+    "fallback",
+    "mcp_servers",
+)
 
 
 def _persona_name(value: str) -> str:
@@ -177,6 +186,9 @@ class Persona(Section):
     hours: Hours | None = None
     limits: Limits = Field(default_factory=Limits)
     fallback: Fallback = Field(default_factory=Fallback)
+    mcp_servers: Annotated[dict[str, McpServer], AfterValidator(server_names)] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -217,6 +229,13 @@ class Persona(Section):
             loc, reason = problems[0]
             raise field_error(reason, *loc)
         return self
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values the `${VAR}`s of its HTTP tools' and MCP servers' headers resolved to:
+        the server registers them with the log scrubber at start-up."""
+        remotes = [*self.tools.http.values(), *self.mcp_servers.values()]
+        return tuple(s for remote in remotes for s in remote.secrets)
 
     # --- Per-call rendering -------------------------------------------------------------
 
