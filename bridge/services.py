@@ -16,6 +16,7 @@ from bridge.realtime.upstream import UpstreamTarget, upstream_target
 from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.tools.call_control import TwilioCallControl
+from bridge.tools.catalogue import ToolCatalogue
 
 log = get_logger("voicebridge.services")
 
@@ -57,6 +58,9 @@ class Services:
     control: TwilioCallControl | None
     """Twilio REST call control; None without credentials (local mode)."""
     watchers: CallWatchers | None = None
+    tools: ToolCatalogue | None = None
+    """Each call's tools (`tools_for`); its MCP listings live from the app's start-up to its
+    end (`start`, `aclose` in the lifespan). None: built-in and HTTP tools only."""
 
     @classmethod
     def build(
@@ -75,6 +79,7 @@ class Services:
             tokens=tokens,
             control=TwilioCallControl.from_settings(settings),
             watchers=watchers,
+            tools=ToolCatalogue(settings, personas),
         )
 
     def persona_for(self, name: str | None) -> Persona:

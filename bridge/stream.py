@@ -578,8 +578,9 @@ async def _run_call(
     audio_mode = settings.REALTIME_AUDIO
     stream_opened_at = time.time()
     at = datetime.now(UTC)
-    tools = build_tools(persona, settings)
-    env = ToolEnv(persona, settings, start.call_sid, caller)
+    catalogue = services.tools
+    tools = catalogue.tools_for(persona) if catalogue else build_tools(persona, settings)
+    env = ToolEnv(persona, settings, start.call_sid, caller, called)
     can_transfer = services.control is not None
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.persona import Persona
 from bridge.realtime.events import FunctionTool
 from bridge.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "Handoff",
@@ -42,6 +45,7 @@ class ToolEnv:
     settings: Settings
     call_sid: str
     caller_number: str = ""
+    called_number: str = ""
 
     def render(self, text: str) -> str:
         """A persona template (a filler, a handoff line) filled in for this call, now."""
@@ -132,26 +136,30 @@ def _factories() -> dict[str, tuple[Callable[[Settings], str | None], ToolFactor
 ToolFactory = Callable[[Persona, Settings], Tool]
 
 
-def build_tools(persona: Persona, settings: Settings) -> dict[str, Tool]:
-    """The tools one call offers: the persona's, minus those whose service is not set up."""
+def build_tools(
+    persona: Persona, settings: Settings, http: httpx.AsyncClient | None = None
+) -> dict[str, Tool]:
+    """The tools one call offers: the persona's, minus those whose service is not set up.
+    `http` is the process's client for HTTP tools (`ToolCatalogue`); without it each HTTP
+    tool opens its own. MCP tools come from the catalogue (`ToolCatalogue.tools_for`)."""
+    from bridge.tools import http_tool
+
     factories = _factories()
     tools: dict[str, Tool] = {}
     for name in persona.tools.enabled:
         unavailable, build = factories[name]
         if unavailable(settings) is None:
             tools[name] = build(persona, settings)
+    if persona.tools.http and http_tool.unavailable(settings) is None:
+        for name, config in persona.tools.http.items():
+            tools[name] = http_tool.build(name, config, settings, http)
     return tools
 
 
 def function_tools(persona: Persona, settings: Settings) -> tuple[FunctionTool, ...]:
-    """The `tools` of the call's session (`persona.session_config(..., tools=...)`)."""
-    factories = _factories()
-    out = []
-    for name in persona.tools.enabled:
-        unavailable, build = factories[name]
-        if unavailable(settings) is None:
-            out.append(build(persona, settings).function_tool)
-    return tuple(out)
+    """The `tools` of the call's session (`persona.session_config(..., tools=...)`), without
+    MCP tools (their schemas are the servers')."""
+    return tuple(tool.function_tool for tool in build_tools(persona, settings).values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +176,11 @@ class UnavailableTool:
 
 def unavailable_tools(personas: Iterable[Persona], settings: Settings) -> list[UnavailableTool]:
     """Why tools the personas list will not be offered, e.g. web_search without
-    TAVILY_API_KEY; keypad transfers without Twilio credentials are reported too. Call it
-    once at start-up and log each entry (`log.warning("tool_unavailable", **asdict(entry))`).
+    TAVILY_API_KEY, HTTP tools without WEBHOOK_SIGNING_SECRET; keypad transfers without
+    Twilio credentials are reported too. Call it once at start-up and log each entry
+    (`log.warning("tool_unavailable", **asdict(entry))`).
     """
-    from bridge.tools import dtmf
+    from bridge.tools import dtmf, http_tool
 
     factories = _factories()
     out: list[UnavailableTool] = []
@@ -180,6 +189,9 @@ def unavailable_tools(personas: Iterable[Persona], settings: Settings) -> list[U
             reason = factories[name][0](settings)
             if reason is not None:
                 out.append(UnavailableTool(persona.name, name, f"not offered: {reason}"))
+        reason = http_tool.unavailable(settings)
+        for name in persona.tools.http if reason is not None else ():
+            out.append(UnavailableTool(persona.name, name, f"not offered: {reason}"))
         for digit, reason in dtmf.unavailable_actions(persona, settings):
             out.append(UnavailableTool(persona.name, f"dtmf {digit}", reason))
     return out
