@@ -125,7 +125,7 @@ class Tools(Section):
             return data
         out: dict[object, object] = {}
         for key, value in data.items():
-            declared = isinstance(value, dict) and "type" in value
+            declared = isinstance(value, HttpTool) or (isinstance(value, dict) and "type" in value)
             problem = None
             if key in TOOL_NAMES and declared:
                 problem = f"{key!r} is a built-in tool; give your own tool another name"
