@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.persona import EndCallTool, HttpTool, Persona, TurnDetectionConfig
+from bridge.persona import EndCallTool, HttpTool, Persona, TurnDetectionConfig, load_personas
 from bridge.signing import HEADER, verify
 from bridge.sim.audio import speech_like
 from bridge.tools import http_tool
@@ -19,6 +19,7 @@ from bridge.tools.registry import ToolEnv, build_tools, unavailable_tools
 from tests.conftest import TEST_SECRETS, LogCapture, free_port, make_settings, wait_until
 from tests.fakes.business import ANSWER, BIG_BYTES, fake_business
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say
+from tests.persona._support import EXAMPLES
 from tests.tools.helpers import bridged_call, function_outputs
 
 SIGNING_SECRET = "whsec-test-0123456789abcdef"
@@ -269,3 +270,18 @@ def test_the_resolved_header_values_are_the_personas_secrets_and_the_headers_sta
 
     ToolCatalogue(make_settings(), PersonaBook([desk(take_message=tool)]))
     assert registered == [CRM_TOKEN]
+
+
+def test_the_receptionist_offers_take_message_only_with_the_signing_secret() -> None:
+    receptionist = load_personas(EXAMPLES / "receptionist.yaml").default
+    tool = receptionist.tools.http["take_message"]
+    assert (tool.url, tool.method) == ("http://127.0.0.1:8090/tools/take_message", "POST")
+    assert tool.parameters["required"] == ["name", "reason"]
+    entries = unavailable_tools([receptionist], make_settings())
+    (entry,) = [e for e in entries if e.tool == "take_message"]
+    assert (entry.tool, entry.reason) == (
+        "take_message",
+        "not offered: WEBHOOK_SIGNING_SECRET is not set (every request to the business is signed)",
+    )
+    offered = build_tools(receptionist, make_settings(WEBHOOK_SIGNING_SECRET=SIGNING_SECRET))
+    assert list(offered) == ["end_call", "take_message"]  # transfers need Twilio credentials
