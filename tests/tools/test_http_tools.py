@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bridge.persona import EndCallTool, HttpTool, Persona, TurnDetectionConfig, load_personas
-from bridge.signing import HEADER, verify
+from bridge.signing import HEADER, sign, verify
 from bridge.sim.audio import speech_like
 from bridge.tools import http_tool
 from bridge.tools.registry import ToolEnv, build_tools, unavailable_tools
@@ -285,3 +285,20 @@ def test_the_receptionist_offers_take_message_only_with_the_signing_secret() -> 
     )
     offered = build_tools(receptionist, make_settings(WEBHOOK_SIGNING_SECRET=SIGNING_SECRET))
     assert list(offered) == ["end_call", "take_message"]  # transfers need Twilio credentials
+
+
+def test_the_receivers_check_in_the_reference_accepts_our_signature_and_nothing_else() -> None:
+    text = (EXAMPLES.parent / "docs" / "reference.md").read_text(encoding="utf-8")
+    section = text[text.index("## HTTP tools") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n", 10)]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "reference.md", "exec"), namespace)
+    signed = namespace["signed"]
+    body, now = b'{"tool":"take_message"}', time.time()
+    header = sign(SIGNING_SECRET, body, now)
+    assert signed(SIGNING_SECRET, header, body) is True
+    assert signed(SIGNING_SECRET, header, body + b" ") is False
+    assert signed("another-secret", header, body) is False
+    assert signed(SIGNING_SECRET, sign(SIGNING_SECRET, body, now - 301), body) is False
+    assert signed(SIGNING_SECRET, "t=soon,v1=00", body) is False
+    assert signed(SIGNING_SECRET, "", body) is False
