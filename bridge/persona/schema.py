@@ -28,6 +28,7 @@ from pydantic import (
 from bridge.persona.errors import Loc, field_error
 from bridge.persona.integrations import McpServer, server_names
 from bridge.persona.sections import (
+    TOOL_NAMES,
     DtmfAction,
     DtmfConfig,
     EndCallTool,
@@ -236,6 +237,23 @@ class Persona(Section):
         the server registers them with the log scrubber at start-up."""
         remotes = [*self.tools.http.values(), *self.mcp_servers.values()]
         return tuple(s for remote in remotes for s in remote.secrets)
+
+    @model_validator(mode="after")
+    def _mcp_names_free(self) -> Persona:
+        # An allow-listed MCP tool under a name the persona already uses would never be offered.
+        taken = {*TOOL_NAMES, *self.tools.http}
+        for server, config in self.mcp_servers.items():
+            for i, name in enumerate(config.tools or ()):
+                if name in taken:
+                    kind = "a built-in tool" if name in TOOL_NAMES else f"tools.{name}"
+                    raise field_error(
+                        f"{name!r} is already {kind}; an MCP tool cannot have its name",
+                        "mcp_servers",
+                        server,
+                        "tools",
+                        i,
+                    )
+        return self
 
     # --- Per-call rendering -------------------------------------------------------------
 

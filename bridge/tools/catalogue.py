@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+import anyio.lowlevel
 import httpx
 
 from bridge.logs import add_secrets, get_logger
@@ -69,6 +70,8 @@ class ToolCatalogue:
         http_wanted = any(p.tools.http for p in self.personas)
         if http_wanted and http_tool.unavailable(self.settings) is None:
             self._http = await http_tool.new_client()
+            # anyio imports its asyncio backend at the first connection: here, not in a call.
+            await anyio.lowlevel.checkpoint()
         if not any(p.mcp_servers for p in self.personas):
             return
         from bridge.tools.mcp_client import McpSource  # half a second of imports: only here

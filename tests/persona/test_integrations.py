@@ -100,6 +100,22 @@ tools:
             "the environment",
             id="mcp-server-unset-variable",
         ),
+        pytest.param(
+            TOOL + "mcp_servers:\n  calendar:\n    url: https://mcp.example.com/mcp\n"
+            "    tools: [find_slot, take_message]\n",
+            12,
+            "mcp_servers.calendar.tools[1]: 'take_message' is already tools.take_message; an "
+            "MCP tool cannot have its name",
+            id="an-allow-listed-mcp-tool-with-the-name-of-an-http-tool",
+        ),
+        pytest.param(
+            "mcp_servers:\n  calendar:\n    url: https://mcp.example.com/mcp\n"
+            "    tools:\n      - end_call\n",
+            8,
+            "mcp_servers.calendar.tools[0]: 'end_call' is already a built-in tool; an MCP tool "
+            "cannot have its name",
+            id="an-allow-listed-mcp-tool-with-a-built-in-name",
+        ),
     ],
 )
 def test_an_error_names_file_line_field_and_reason(

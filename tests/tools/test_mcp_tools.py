@@ -57,6 +57,12 @@ def calendar_server(seen: list[dict[str, str]]) -> Any:
         return {"booked": True, "day": day, "time": time, "name": name}
 
     @server.tool()
+    async def slow_lookup(day: str) -> str:
+        """Look something up, slowly."""
+        await asyncio.sleep(5)
+        return "too late"
+
+    @server.tool()
     def cancel_everything() -> str:
         """Not on the persona's allow-list."""
         return "cancelled"
@@ -78,7 +84,12 @@ async def mcp_server(seen: list[dict[str, str]]) -> AsyncIterator[tuple[uvicorn.
         yield server, f"http://127.0.0.1:{port}/mcp"
 
 
-def desk(url: str, create_response: bool = True) -> Persona:
+def desk(
+    url: str,
+    create_response: bool = True,
+    allowed: tuple[str, ...] = ("find_slot", "book_slot"),
+    timeout_seconds: float = 3,
+) -> Persona:
     return Persona.model_validate(
         {
             "name": "desk",
@@ -90,8 +101,8 @@ def desk(url: str, create_response: bool = True) -> Persona:
                 "calendar": {
                     "url": url,
                     "headers": {"Authorization": "Bearer ${VB_TEST_CAL_TOKEN}"},
-                    "tools": ["find_slot", "book_slot"],
-                    "timeout_seconds": 3,
+                    "tools": list(allowed),
+                    "timeout_seconds": timeout_seconds,
                 }
             },
         }
@@ -136,7 +147,7 @@ async def test_an_mcp_servers_allowed_tools_are_offered_and_a_call_runs_through_
                 offered = [t["name"] for t in session.config.tools]
         assert fake.violations == []
     assert (listed["persona"], listed["server"]) == ("desk", "calendar")
-    assert sorted(listed["tools"]) == ["book_slot", "cancel_everything", "find_slot"]
+    assert sorted(listed["tools"]) == ["book_slot", "cancel_everything", "find_slot", "slow_lookup"]
     assert offered == ["end_call", "find_slot", "book_slot"]  # the allow-list, in listed order
     (tool,) = [t for t in session.config.tools if t["name"] == "book_slot"]
     assert tool["parameters"]["required"] == ["day", "time", "name"]
@@ -207,3 +218,25 @@ async def test_a_server_down_at_call_start_has_its_tools_left_out_and_the_log_sa
     assert (at_call["server"], at_call["error"]) == ("calendar", at_start["error"])
     assert "ConnectError" in at_call["error"]
     assert logs.events("tool_call") == []
+
+
+async def test_a_slow_mcp_tool_times_out_into_an_error_output(logs: LogCapture) -> None:
+    seen: list[dict[str, str]] = []
+    script = [[FunctionCall("slow_lookup", {"day": "Monday"})], [Say("That took too long.", 200)]]
+    async with mcp_server(seen) as (_, url), FakeRealtimeServer("ga", script) as fake:
+        persona = desk(url, allowed=("slow_lookup",), timeout_seconds=1)
+        async with bridge_for(fake, persona) as bridge:
+            async with phone_call(bridge, fake) as (_, session):
+                await session.wait_for_event("response.done", 5, nth=2)
+                assert bridge.calls.active_calls == 1
+                offered = [t["name"] for t in session.config.tools]
+        assert fake.violations == []
+    assert offered == ["end_call", "slow_lookup"]
+    (output,) = function_outputs(session)
+    assert json.loads(output["output"]) == {
+        "ok": False,
+        "error": "slow_lookup timed out after 1 s",
+    }
+    (line,) = logs.events("tool_call")
+    assert line["ok"] is False and 950 <= line["duration_ms"] < 2500
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("tool:")] == []
