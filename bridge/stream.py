@@ -579,7 +579,9 @@ async def _run_call(
     stream_opened_at = time.time()
     at = datetime.now(UTC)
     catalogue = services.tools
-    tools = catalogue.tools_for(persona) if catalogue else build_tools(persona, settings)
+    tools = (
+        catalogue.tools_for(persona) if catalogue is not None else build_tools(persona, settings)
+    )
     env = ToolEnv(persona, settings, start.call_sid, caller, called)
     can_transfer = services.control is not None
 
