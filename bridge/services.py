@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge.after_stream import StreamOutcomes
 from bridge.logs import get_logger
 from bridge.persona import Persona, PersonaBook
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
@@ -57,6 +58,8 @@ class Services:
     tokens: StreamTokens | None
     control: TwilioCallControl | None
     """Twilio REST call control; None without credentials (local mode)."""
+    outcomes: StreamOutcomes
+    """How each ended stream wants its call to go on, for the `<Connect>` action."""
     watchers: CallWatchers | None = None
     tools: ToolCatalogue | None = None
     """Each call's tools (`tools_for`); its MCP listings live from the app's start-up to its
@@ -78,6 +81,7 @@ class Services:
             signatures=signatures,
             tokens=tokens,
             control=TwilioCallControl.from_settings(settings),
+            outcomes=StreamOutcomes(),
             watchers=watchers,
             tools=ToolCatalogue(settings, personas),
         )

@@ -28,6 +28,10 @@ order. The pending bytes of a pass are not in `write_buffer_size()` until the pa
   after it parsed the upgrade request (`uvicorn_ws_protocol`, which also routes by path), so
   the routes and the media stream share one port (docs/reference.md, "HTTP and WebSocket routes").
 - `UpstreamSocket` / `open_upstream`: the client end to the Realtime model.
+
+Size: just over 600 lines on purpose: the framing, the pass's batched writes, the bounds on
+a peer that does not read and the hand-over from uvicorn are one concern, shared by both
+ends of a call (they differ only in a few lines each).
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ is exactly one 20 ms frame.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
-from bridge.call import BargeIn, Call, Log, RunTool, TranscriptLine
+from bridge.call import BargeIn, Call, End, Log, RunTool, TranscriptLine
 from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig, TurnDetection
@@ -308,12 +309,12 @@ def test_two_function_calls_are_answered_together_then_one_response_create() -> 
     call.on_upstream(ev.ResponseCreated(R1), 0.0)
     call.on_upstream(fcall("c1"), 0.0)
     call.on_upstream(fcall("c2"), 0.0)
-    _, _, effects = drain(call)
-    assert [e.call.call_id for e in effects if isinstance(e, RunTool)] == ["c1", "c2"]
+    assert not any(isinstance(e, RunTool) for e in drain(call)[2])  # not before it is done
     call.on_upstream(
         ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"), fcall("c2"))), 0.1
     )
-    assert not any(isinstance(e, RunTool) for e in drain(call)[2])  # not run twice
+    _, _, effects = drain(call)
+    assert [e.call.call_id for e in effects if isinstance(e, RunTool)] == ["c1", "c2"]  # once
     tool_result(call, R1, "c2", '{"ok":2}', 0.5)
     assert drain(call)[1] == []  # waits for c1
     tool_result(call, R1, "c1", '{"ok":1}', 0.6)
@@ -323,6 +324,49 @@ def test_two_function_calls_are_answered_together_then_one_response_create() -> 
         ("conversation.item.create", "c2"),
         ("response.create", None),
     ]
+
+
+def test_an_error_before_session_updated_is_the_session_refused() -> None:
+    call = make_call()
+    drain(call)
+    call.on_upstream(ev.UpstreamError("invalid_value", "Invalid value: 'robot'.", None), 0.1)
+    _, upstream, effects = drain(call)
+    assert upstream == []  # no greeting for a session that kept its defaults
+    assert [e.reason for e in effects if isinstance(e, End)] == ["session_rejected"]
+    (line,) = [e.fields for e in effects if isinstance(e, Log)]
+    assert line == {"code": "invalid_value", "message": "Invalid value: 'robot'."}
+
+
+def test_no_session_updated_within_2_s_is_the_session_refused() -> None:
+    call = make_call()
+    drain(call)
+    call.tick(1.9)
+    assert drain(call)[2] == []
+    call.tick(2.0)
+    effects = drain(call)[2]
+    assert [e.reason for e in effects if isinstance(e, End)] == ["session_rejected"]
+
+
+def test_calls_of_a_response_that_did_not_complete_never_run() -> None:
+    for status, item_status in [
+        ("cancelled", "incomplete"),
+        ("incomplete", "incomplete"),
+        ("failed", None),
+        ("completed", "incomplete"),
+    ]:
+        call = make_call()
+        drain(call)
+        call.on_upstream(ev.ResponseCreated(R1), 0.0)
+        call.on_upstream(fcall("c1"), 0.0)  # arguments "done", as far as they got
+        cut = replace(fcall("c1"), arguments='{"q":', status=item_status)
+        call.on_upstream(ev.ResponseDone(R1, status, function_calls=(cut,)), 0.1)
+        _, _, effects = drain(call)
+        assert not any(isinstance(e, RunTool) for e in effects), status
+        (dropped,) = [
+            e.fields for e in effects if isinstance(e, Log) and e.event == "tool_call_dropped"
+        ]
+        assert (dropped["response_status"], dropped["item_status"]) == (status, item_status)
+        assert call.idle  # nothing owed: the model is not waiting for an output
 
 
 def test_tool_results_while_a_response_is_active_wait_for_it_to_finish() -> None:
@@ -430,12 +474,16 @@ def test_beta_function_call_without_name_takes_it_from_the_output_item() -> None
     call.on_upstream(ev.ResponseCreated(R1), 0.0)
     call.on_upstream(ev.OutputItemAdded(R1, "fc_1", "function_call", None, "web_search"), 0.0)
     call.on_upstream(ev.FunctionCall(R1, "fc_1", "c1", "", '{"query":"x"}'), 0.0)
+    call.on_upstream(ev.ResponseDone(R1, "completed"), 0.0)
     runs = [e for e in drain(call)[2] if isinstance(e, RunTool)]
     assert [r.call.name for r in runs] == ["web_search"]
 
 
 def test_upstream_errors_are_logged_with_their_code_and_the_call_goes_on() -> None:
-    call = make_call()
+    call = make_call(greeting=None)
+    call.on_upstream(ev.SessionUpdated(), 0.0)  # configured: errors now are the call's
+    call.on_upstream(ev.ResponseCreated("resp_0"), 0.0)
+    call.on_upstream(ev.ResponseDone("resp_0", "completed"), 0.0)
     drain(call)
     call.on_upstream(ev.UpstreamError("rate_limit_exceeded", "slow down", "server_error"), 0.0)
     call.on_upstream(ev.UpstreamError("response_cancel_not_active", "no response", None), 0.0)

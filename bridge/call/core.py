@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from bridge import twilio_stream as tw
+from bridge.after_stream import DELIBERATE, AfterStream, Fallback, Hangup, Transfer
 from bridge.call.effects import (
     BargeIn,
     CarryOut,
@@ -58,8 +59,8 @@ from bridge.call.rules import CallRules
 from bridge.playback import ItemPlayback, PlaybackClock
 from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
+from bridge.tools.base import Handoff, ToolResult, speak_exactly
 from bridge.tools.dtmf import DtmfOutcome, SayLine, ToModel
-from bridge.tools.registry import Handoff, ToolResult, speak_exactly
 from bridge.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class Call:
         self._finished = False
 
         self._session_started = started_at
+        self._update_sent_at: float | None = None  # a session.update not yet confirmed
         self._renewing = False
         self._limits = LimitWatch(rules, started_at)
         self._handoff: HandoffProgress | None = None
@@ -172,6 +174,7 @@ class Call:
         self._response_requested = False
         self._interrupted: set[str] = set()
         self._tool_batches: dict[str, _ToolBatch] = {}
+        self._calls_written: dict[str, dict[str, ev.FunctionCall]] = {}  # by response, call
         # Items we created (function outputs, user text) that no response has seen yet, and
         # those of them the server has confirmed into the conversation. A response created
         # after the confirmation has seen them; anything left owes a `response.create`.
@@ -210,6 +213,21 @@ class Call:
         """Why the call ends. Once Twilio has been asked to transfer or hang up, that is the
         reason, even if Twilio's `stop` reached the stream before its REST answer did."""
         return self._handoff_reason or self._end_reason
+
+    @property
+    def after_stream(self) -> AfterStream:
+        """What Twilio should do with the call once this stream has ended (the answer to the
+        `<Connect>` action): a transfer under way is dialled, a deliberate end hangs up, and
+        anything else is the agent failing the caller, who hears the persona's fallback."""
+        progress = self._handoff
+        if progress is not None and progress.stage == "acting":
+            handoff = progress.handoff
+            if handoff.kind == "transfer" and handoff.number:
+                return Transfer(handoff.target or "", handoff.number)
+            return Hangup()
+        if self.end_reason in DELIBERATE:
+            return Hangup()
+        return Fallback()
 
     def drain(self, sink: Sink) -> None:
         """Hand everything decided since the last drain to the adapter, in wire order:
@@ -257,6 +275,7 @@ class Call:
         self._upstream_up = True
         self._session_started = now
         self._out.control.append(self.dialect.session_update(self.session))
+        self._update_sent_at = now
         self._release_backlog()
 
     def _release_backlog(self) -> None:
@@ -363,6 +382,7 @@ class Call:
             if event.item_id in self._owed:
                 self._owed_added.add(event.item_id)
         elif isinstance(event, ev.SessionUpdated):
+            self._update_sent_at = None
             if not self._greeted:
                 self._greeted = True
                 self._request_response(self._greeting_instructions())
@@ -452,8 +472,7 @@ class Call:
     def _on_response_done(self, done: ev.ResponseDone, now: float) -> None:
         if self._active_response == done.response_id:
             self._active_response = None
-        for call in done.function_calls:
-            self._on_function_call(call)
+        self._run_calls(done)
         for item in self.items.values():
             if (
                 item.response_id == done.response_id
@@ -477,6 +496,11 @@ class Call:
         self._on_quiet(now)
 
     def _on_error(self, error: ev.UpstreamError) -> None:
+        if self._update_sent_at is not None and error.code not in BENIGN_ERRORS:
+            # The service refuses a session.update with an error and no session.updated,
+            # keeping its defaults: a call with the wrong voice, format or tools.
+            self._session_rejected(error.code, error.message)
+            return
         level = "info" if error.code in BENIGN_ERRORS else "warning"
         self._log(
             "upstream_error", level, code=error.code, error_type=error.type, message=error.message
@@ -487,13 +511,35 @@ class Call:
     # Tools -----------------------------------------------------------------------------------
 
     def _on_function_call(self, call: ev.FunctionCall) -> None:
+        """A call's arguments are complete, or as complete as they will get: the service
+        sends this for cancelled and incomplete responses too, so nothing runs before the
+        response is done (`_run_calls`)."""
         if not call.name and call.item_id in self._function_names:
             call = replace(call, name=self._function_names[call.item_id])
-        batch = self._tool_batches.setdefault(call.response_id, _ToolBatch())
-        if call.call_id in batch.calls:
-            return
-        batch.calls[call.call_id] = call
-        self._out.effects.append(RunTool(call))
+        self._calls_written.setdefault(call.response_id, {})[call.call_id] = call
+
+    def _run_calls(self, done: ev.ResponseDone) -> None:
+        """A response is done: its function calls run only if it completed, and each only if
+        its item completed (truncated arguments are never executed)."""
+        written = self._calls_written.pop(done.response_id, {})
+        for call in done.function_calls:  # the final word on each item's status
+            if not call.name and call.item_id in self._function_names:
+                call = replace(call, name=self._function_names[call.item_id])
+            written[call.call_id] = call
+        for call in written.values():
+            if done.status != "completed" or call.status not in (None, "completed"):
+                self._log(
+                    "tool_call_dropped",
+                    name=call.name,
+                    response_status=done.status,
+                    item_status=call.status,
+                )
+                continue
+            batch = self._tool_batches.setdefault(call.response_id, _ToolBatch())
+            if call.call_id in batch.calls:
+                continue
+            batch.calls[call.call_id] = call
+            self._out.effects.append(RunTool(call))
 
     def tool_slow(self, call: ev.FunctionCall, filler: str, now: float) -> None:
         """A tool is still running after the filler delay: its filler line is spoken, once,
@@ -679,14 +725,15 @@ class Call:
         self._out.effects.append(CarryOut(progress.handoff))
 
     def handoff_result(self, outcome: ControlOutcome | None, now: float) -> None:
-        """How carrying out the handoff went: `None` when there was no Twilio account to ask
-        (local mode: closing the stream ends the call)."""
+        """How carrying out the handoff went: `None` when there was no Twilio account to ask.
+        Either way the stream ends now; when REST did not do it, Twilio's request for the
+        `<Connect>` action gets the transfer's `<Dial>` or a `<Hangup/>` (`after_stream`)."""
         progress = self._handoff
         if progress is None or progress.stage != "acting":
             return
         handoff = progress.handoff
         if outcome is None:
-            self._log("call_control", action=handoff.kind, ok=True, via="stream_close")
+            self._log("call_control", action=handoff.kind, ok=True, via="connect_action")
             self.end(handoff.reason)
             return
         fields: dict[str, Any] = {
@@ -701,24 +748,28 @@ class Call:
             fields["code"] = outcome.code
         if outcome.error:
             fields["error"] = outcome.error
+        if not outcome.ok:
+            # Twilio REST failed (429, 5xx, a timeout): the stream's end does it instead, as
+            # the `<Connect>` action's answer (a `<Dial>`, or `<Hangup/>`).
+            fields["then"] = "connect_action"
         self._log("call_control", "info" if outcome.ok else "warning", **fields)
-        if outcome.ok or handoff.kind == "hangup":
-            # A failed hang-up still ends the stream: Twilio then plays the fallback TwiML.
-            self.end(handoff.reason)
-            return
-        # The transfer did not happen and the caller is still on the line.
-        self._handoff_reason = None
-        self._handoff = None
-        self.say(
-            f"The transfer to {handoff.target} did not go through. Apologise briefly to the "
-            "caller and offer to help another way."
-        )
+        self.end(handoff.reason)
+
+    def _session_rejected(self, code: str | None, message: str) -> None:
+        self._log("session_rejected", "error", code=code, message=message)
+        self.end("session_rejected")
 
     # Time: limits, idleness, renewal, the handoff's watchdog ---------------------------------
 
     def tick(self, now: float) -> None:
         """The timers' moment (every half second): what is due is done now."""
         if self.ended:
+            return
+        sent = self._update_sent_at
+        if sent is not None and now - sent >= self.rules.session_confirm_s:
+            self._session_rejected(
+                None, f"no session.updated within {self.rules.session_confirm_s:g} s"
+            )
             return
         progress = self._handoff
         if progress is not None and progress.overdue(now, self.rules.handoff_max_wait_s):
@@ -820,6 +871,7 @@ class Call:
         self._active_response = None
         self._response_requested = False
         self._tool_batches.clear()
+        self._calls_written.clear()
         self._owed.clear()
         self._owed_added.clear()
         out = self._out
@@ -878,6 +930,7 @@ class Call:
                 replay.append(self.dialect.assistant_text(text, item_id))
         out = self._out
         out.control[:0] = replay
+        self._update_sent_at = now
         self._release_backlog()
         self._log(
             "upstream_reconnected",

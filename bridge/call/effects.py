@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.realtime import events as ev
-from bridge.tools.registry import Handoff
+from bridge.tools.base import Handoff
 
 
 @dataclass(frozen=True, slots=True)

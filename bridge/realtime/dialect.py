@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
+from bridge.audio_format import AudioFormat
 from bridge.realtime import events as ev
 
 DialectName = Literal["ga", "beta"]
@@ -47,6 +48,7 @@ def _function_calls(response: dict[str, Any]) -> tuple[ev.FunctionCall, ...]:
                     call_id=str(out.get("call_id", "")),
                     name=str(out.get("name", "")),
                     arguments=str(out.get("arguments", "")),
+                    status=str(out["status"]) if out.get("status") else None,
                 )
             )
     return tuple(calls)
@@ -232,7 +234,7 @@ class Dialect:
         if self.name == "ga":
             fmt = (
                 {"type": "audio/pcm", "rate": 24000}
-                if cfg.audio_format == "pcm16"
+                if cfg.audio_format == AudioFormat.PCM16
                 else {"type": "audio/pcmu"}
             )
             audio_in: dict[str, Any] = {"format": fmt, "turn_detection": turn}
@@ -250,7 +252,7 @@ class Dialect:
             if cfg.max_output_tokens is not None:
                 session["max_output_tokens"] = cfg.max_output_tokens
         else:
-            fmt_name = "pcm16" if cfg.audio_format == "pcm16" else "g711_ulaw"
+            fmt_name = "pcm16" if cfg.audio_format == AudioFormat.PCM16 else "g711_ulaw"
             session = {
                 "modalities": ["audio", "text"],
                 "instructions": cfg.instructions,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.audio_format import AudioFormat
+
 
 @dataclass(frozen=True, slots=True)
 class SessionCreated:
@@ -102,6 +104,9 @@ class FunctionCall:
     call_id: str
     name: str
     arguments: str
+    status: str | None = None
+    """The item's status as `response.done` reports it (`completed`, `incomplete`); None
+    from `response.function_call_arguments.done`, which does not say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +160,6 @@ ServerEvent = (
     | Ignored
 )
 
-AudioFormat = Literal["pcm16", "pcmu"]
-
 
 @dataclass(frozen=True, slots=True)
 class TurnDetection:
@@ -185,7 +188,7 @@ class SessionConfig:
 
     instructions: str
     voice: str = "alloy"
-    audio_format: AudioFormat = "pcm16"
+    audio_format: AudioFormat = AudioFormat.PCM16
     speed: float | None = None
     transcription_model: str | None = "gpt-4o-mini-transcribe"
     transcription_language: str | None = None

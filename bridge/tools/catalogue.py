@@ -1,19 +1,32 @@
-"""The tools of the process: what each call gets (`tools_for`), from the built-in tools, the
-personas' HTTP tools and their MCP servers' listings, and what those hold for the process's
-life (one HTTP client for every HTTP tool, one per MCP server, the listings' refreshers).
+"""Which tools a call offers the model, built once per call, and what they hold for the
+process's life.
 
-An object with `start()` and `aclose()` because the MCP listings are kept fresh in the
-background, beside the calls, from the app's start-up to its shutdown: a call reads the last
-listing and never waits for a server. A server that cannot be listed when a call starts has
-its tools left out of that call (`mcp_server_unavailable`), and is tried again sooner
-(`retry_s`) than a healthy one is refreshed (`refresh_s`); a call that finds it unreachable
-asks for a new listing at once.
+The persona lists the tools it wants: built-in ones, its own HTTP tools (`http_tool`) and MCP
+servers (`mcp_client`). A tool whose service is not configured (no Tavily key, no Twilio
+credentials, no `WEBHOOK_SIGNING_SECRET` for HTTP tools) is left out of the session, so the
+model never promises what the bridge cannot do, and `unavailable_tools` tells the operator
+why at start-up.
+
+`build_tools` builds each tool of a call once, into a `CallTools` that is both what the
+session offers (`function_tools`) and what the runner looks up by name: the model cannot
+be offered a tool other than the one that runs, and per-call resources (a Tavily client)
+exist once.
+
+`ToolCatalogue` is the object the server holds (`Services.tools`), started and closed with
+the app: one HTTP client for every HTTP tool, and the MCP servers' listings, kept fresh in
+the background beside the calls, so a call reads the last listing (`tools_for`) and never
+waits for a server. A server that cannot be listed when a call starts has its tools left
+out of that call (`mcp_server_unavailable`), and is tried again sooner (`RETRY_S`) than a
+healthy one is refreshed (`REFRESH_S`); a call that finds it unreachable asks for a new
+listing at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio.lowlevel
@@ -21,14 +34,25 @@ import httpx
 
 from bridge.logs import add_secrets, get_logger
 from bridge.persona import Persona, PersonaBook
+from bridge.realtime.events import FunctionTool
 from bridge.settings import Settings
-from bridge.tools import http_tool
-from bridge.tools.registry import Tool, UnavailableTool, build_tools
+from bridge.tools import end_call, http_tool, transfer, web_search
+from bridge.tools.base import Tool, ToolFactory
 
 if TYPE_CHECKING:
     from bridge.tools.mcp_client import McpSource
 
-__all__ = ["REFRESH_S", "RETRY_S", "ToolCatalogue"]
+__all__ = [
+    "CATALOGUE",
+    "REFRESH_S",
+    "RETRY_S",
+    "CallTools",
+    "CatalogueEntry",
+    "ToolCatalogue",
+    "UnavailableTool",
+    "build_tools",
+    "unavailable_tools",
+]
 
 log = get_logger("voicebridge.tools")
 
@@ -36,6 +60,106 @@ REFRESH_S = 60.0
 """How often a healthy MCP server's tools are listed again."""
 RETRY_S = 5.0
 """How soon an MCP server that could not be listed is tried again."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """One tool the bridge knows: why it cannot be offered with some settings, and its build."""
+
+    unavailable: Callable[[Settings], str | None]
+    build: ToolFactory
+
+
+CATALOGUE: Mapping[str, CatalogueEntry] = {
+    web_search.NAME: CatalogueEntry(web_search.unavailable, web_search.build),
+    transfer.NAME: CatalogueEntry(transfer.unavailable, transfer.build),
+    end_call.NAME: CatalogueEntry(end_call.unavailable, end_call.build),
+}
+"""Every tool a persona may list (`persona.TOOL_NAMES`), by the name the model calls it."""
+
+
+class CallTools(Mapping[str, Tool]):
+    """The tools of one call, by name, in the persona's order; `function_tools` is the same
+    tools as the session's `tools`. Immutable once built."""
+
+    __slots__ = ("_by_name", "_function_tools")
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        by_name: dict[str, Tool] = {}
+        for tool in tools:
+            if tool.name in by_name:
+                raise ValueError(f"two tools are named {tool.name!r}")
+            by_name[tool.name] = tool
+        self._by_name = by_name
+        self._function_tools = tuple(tool.function_tool for tool in by_name.values())
+
+    @property
+    def function_tools(self) -> tuple[FunctionTool, ...]:
+        """The `tools` of the call's session (`persona.session_config(..., tools=...)`)."""
+        return self._function_tools
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __repr__(self) -> str:
+        return f"CallTools({list(self._by_name)!r})"
+
+
+def build_tools(
+    persona: Persona, settings: Settings, http: httpx.AsyncClient | None = None
+) -> CallTools:
+    """The tools one call offers: the persona's, minus those whose service is not set up.
+    Call it once per call and hand the result to both the session and the runner. `http` is
+    the process's client for HTTP tools (`ToolCatalogue`); without it each HTTP tool opens
+    its own. MCP tools come from the catalogue (`ToolCatalogue.tools_for`)."""
+    return CallTools(_own_tools(persona, settings, http))
+
+
+def _own_tools(persona: Persona, settings: Settings, http: httpx.AsyncClient | None) -> list[Tool]:
+    tools = [
+        CATALOGUE[name].build(persona, settings)
+        for name in persona.tools.enabled
+        if CATALOGUE[name].unavailable(settings) is None
+    ]
+    if persona.tools.http and http_tool.unavailable(settings) is None:
+        for name, config in persona.tools.http.items():
+            tools.append(http_tool.build(name, config, settings, http))
+    return tools
+
+
+@dataclass(frozen=True, slots=True)
+class UnavailableTool:
+    """A tool a persona asks for that calls will not offer, and why (for the start-up log)."""
+
+    persona: str
+    tool: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"persona {self.persona!r}: {self.tool}: {self.reason}"
+
+
+def unavailable_tools(personas: Iterable[Persona], settings: Settings) -> list[UnavailableTool]:
+    """Why tools the personas list will not be offered, e.g. web_search without
+    TAVILY_API_KEY, HTTP tools without WEBHOOK_SIGNING_SECRET. Call it once at start-up and
+    log each entry (`log.warning("tool_unavailable", **asdict(entry))`).
+    """
+    out: list[UnavailableTool] = []
+    http_reason = http_tool.unavailable(settings)
+    for persona in personas:
+        for name in persona.tools.enabled:
+            reason = CATALOGUE[name].unavailable(settings)
+            if reason is not None:
+                out.append(UnavailableTool(persona.name, name, f"not offered: {reason}"))
+        for name in persona.tools.http if http_reason is not None else ():
+            out.append(UnavailableTool(persona.name, name, f"not offered: {http_reason}"))
+    return out
 
 
 class ToolCatalogue:
@@ -127,11 +251,11 @@ class ToolCatalogue:
                 taken.add(spec.name)
         return out
 
-    def tools_for(self, persona: Persona) -> dict[str, Tool]:
+    def tools_for(self, persona: Persona) -> CallTools:
         """The tools of one call of `persona`, from what is known now (no I/O): its built-in
         and HTTP tools, then each listed MCP server's (a name already taken is skipped). A
         server without a listing is logged (`mcp_server_unavailable`) and left out."""
-        tools = build_tools(persona, self.settings, self._http)
+        tools = {t.name: t for t in _own_tools(persona, self.settings, self._http)}
         for source in self._sources.get(persona.name, ()):
             if source.listing is None:
                 log.warning(
@@ -144,7 +268,7 @@ class ToolCatalogue:
             for spec in source.offered():
                 if spec.name not in tools:
                     tools[spec.name] = source.tool(spec)
-        return tools
+        return CallTools(tools.values())
 
     async def aclose(self) -> None:
         """Stop the refreshers and close every client."""

@@ -33,7 +33,7 @@ import jsonschema
 from bridge.persona import HttpTool
 from bridge.settings import Settings
 from bridge.signing import HEADER, sign
-from bridge.tools.registry import Tool, ToolEnv, ToolResult
+from bridge.tools.base import Tool, ToolEnv, ToolResult
 
 __all__ = [
     "MAX_OUTPUT_BYTES",

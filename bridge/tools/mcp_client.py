@@ -28,8 +28,8 @@ from bridge.errors import describe
 from bridge.logs import get_logger
 from bridge.persona import McpServer
 from bridge.persona.integrations import FUNCTION_NAME
+from bridge.tools.base import Tool, ToolEnv, ToolResult
 from bridge.tools.http_tool import MAX_OUTPUT_BYTES
-from bridge.tools.registry import Tool, ToolEnv, ToolResult
 
 __all__ = ["MAX_PAGES", "McpSource", "output_text"]
 
