@@ -196,6 +196,9 @@ class CallRuntime:
             elif isinstance(effect, Measure):
                 if effect.name == "turn_latency":
                     metrics.TURN_LATENCY.observe(effect.value)
+                elif effect.name.startswith("rate_limit_remaining:"):
+                    name = effect.name.partition(":")[2]
+                    metrics.RATE_LIMIT_REMAINING.labels(limit=name).set(effect.value)
             elif isinstance(effect, BargeIn):
                 reaction_ms = None
                 if self._clear_sent_at is not None:

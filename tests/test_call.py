@@ -402,6 +402,48 @@ def test_no_extra_response_when_the_active_one_already_saw_the_tool_output() -> 
     assert drain(call)[1] == []
 
 
+def test_an_item_the_service_never_confirms_is_answered_once_not_forever() -> None:
+    call = make_call()
+    drain(call)
+    call.on_upstream(ev.ResponseCreated(R1), 0.0)
+    call.on_upstream(fcall("c1"), 0.0)
+    call.on_upstream(ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"),)), 0.0)
+    drain(call)
+    tool_result(call, R1, "c1", "{}", 0.1)
+    _, upstream, _ = drain(call)
+    assert [e["type"] for e in upstream] == ["conversation.item.create", "response.create"]
+    for n in range(2, 6):  # no conversation.item.added ever comes for the output
+        call.on_upstream(ev.ResponseCreated(f"resp_{n}"), n)
+        call.on_upstream(ev.ResponseDone(f"resp_{n}", "completed"), n + 0.5)
+    assert drain(call)[1] == []  # one response for the tool result, then silence
+    assert call.idle
+
+
+def test_an_item_the_service_refuses_is_dropped_with_a_log_line() -> None:
+    call = make_call()
+    call.on_upstream(ev.SessionUpdated(), 0.0)  # configured: an error now is about an item
+    drain(call)
+    call.on_upstream(ev.ResponseCreated(R1), 0.0)
+    call.on_upstream(fcall("c1"), 0.0)
+    call.on_upstream(ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"),)), 0.0)
+    call.on_upstream(ev.ResponseCreated(R2), 0.05)  # the caller spoke: a response is active
+    drain(call)
+    tool_result(call, R1, "c1", "{}", 0.1)
+    _, upstream, _ = drain(call)
+    (create,) = upstream
+    item_id = create["item"]["id"]
+    assert create["event_id"] == f"create_{item_id}"
+    refusal = ev.UpstreamError(
+        "invalid_value", "No tool call found.", "invalid_request_error", create["event_id"]
+    )
+    call.on_upstream(refusal, 0.2)
+    call.on_upstream(ev.ResponseDone(R2, "completed"), 0.3)
+    _, upstream, effects = drain(call)
+    assert upstream == []  # nothing is owed for an item the service refused
+    (line,) = [e.fields for e in effects if isinstance(e, Log) and e.event == "item_refused"]
+    assert (line["item_id"], line["code"]) == (item_id, "invalid_value")
+
+
 def test_a_tool_result_after_hang_up_is_dropped() -> None:
     call = make_call()
     drain(call)

@@ -175,11 +175,11 @@ class Call:
         self._interrupted: set[str] = set()
         self._tool_batches: dict[str, _ToolBatch] = {}
         self._calls_written: dict[str, dict[str, ev.FunctionCall]] = {}  # by response, call
-        # Items we created (function outputs, user text) that no response has seen yet, and
-        # those of them the server has confirmed into the conversation. A response created
-        # after the confirmation has seen them; anything left owes a `response.create`.
+        # Items we created (function outputs, user text) that want the model to answer them,
+        # and those a `response.create` of ours was sent for: each is asked for once, so an
+        # item the service never confirms cannot keep the agent talking.
         self._owed: set[str] = set()
-        self._owed_added: set[str] = set()
+        self._asked: set[str] = set()
         self._item_seq = 0
         self._speech_stopped_at: float | None = None
         self._continue_after_reconnect = False
@@ -371,16 +371,13 @@ class Call:
             self.transcript.agent_text(event.item_id, event.transcript)
         elif isinstance(event, ev.ResponseCreated):
             self._active_response = event.response_id
+            if self._response_requested:  # ours: it answers what it was asked for
+                self._asked.clear()
             self._response_requested = False
-            self._owed -= self._owed_added
-            self._owed_added.clear()
         elif isinstance(event, ev.FunctionCall):
             self._on_function_call(event)
         elif isinstance(event, ev.ResponseDone):
             self._on_response_done(event, now)
-        elif isinstance(event, ev.ItemAdded):
-            if event.item_id in self._owed:
-                self._owed_added.add(event.item_id)
         elif isinstance(event, ev.SessionUpdated):
             self._update_sent_at = None
             if not self._greeted:
@@ -388,6 +385,11 @@ class Call:
                 self._request_response(self._greeting_instructions())
         elif isinstance(event, ev.UpstreamError):
             self._on_error(event)
+        elif isinstance(event, ev.RateLimits):
+            for limit in event.limits:
+                self._out.effects.append(
+                    Measure(f"rate_limit_remaining:{limit.name}", limit.remaining)
+                )
 
     def upstream_rejected(self, reason: str) -> None:
         """A message from the upstream that the dialect could not read."""
@@ -485,8 +487,15 @@ class Call:
                 if self.playback.item_finished(item):
                     self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
         if done.status == "failed":
+            # Quota, rate limits, a server fault: say why the agent went silent.
             self._log(
-                "response_failed", "warning", response_id=done.response_id, reason=done.reason
+                "response_failed",
+                "warning",
+                response_id=done.response_id,
+                reason=done.reason,
+                error_type=done.error_type,
+                error_code=done.error_code,
+                error_message=done.error_message,
             )
         batch = self._tool_batches.get(done.response_id)
         if batch is not None:
@@ -501,12 +510,24 @@ class Call:
             # keeping its defaults: a call with the wrong voice, format or tools.
             self._session_rejected(error.code, error.message)
             return
+        refused = self.dialect.item_created_by(error.event_id)
+        if refused is not None:
+            # An item of ours the service would not take: nothing is owed for it.
+            self._owed.discard(refused)
+            self._asked.discard(refused)
+            self._log(
+                "item_refused", "warning", item_id=refused, code=error.code, message=error.message
+            )
+            return
         level = "info" if error.code in BENIGN_ERRORS else "warning"
         self._log(
             "upstream_error", level, code=error.code, error_type=error.type, message=error.message
         )
         if error.code == "conversation_already_has_active_response":
+            # Our create did not happen: what it was for is asked again after the active one.
             self._response_requested = False
+            self._owed |= self._asked
+            self._asked.clear()
 
     # Tools -----------------------------------------------------------------------------------
 
@@ -631,6 +652,8 @@ class Call:
         if self.response_active:
             return
         self._response_requested = True
+        self._asked |= self._owed
+        self._owed.clear()
         self._out.control.append(self.dialect.create_response(instructions))
 
     def say(self, instructions: str) -> bool:
@@ -873,7 +896,7 @@ class Call:
         self._tool_batches.clear()
         self._calls_written.clear()
         self._owed.clear()
-        self._owed_added.clear()
+        self._asked.clear()
         out = self._out
         if out.audio:  # caller audio not yet sent waits for the new session
             self._backlog[:0] = out.audio

@@ -40,7 +40,17 @@ class ToolCall:
     sends `response.function_call_arguments.done`, as the hosted service does."""
 
 
-Output = Speech | ToolCall
+@dataclass(frozen=True)
+class Failure:
+    """The response fails here, as the hosted service fails one (quota, rate limit, a server
+    error): `response.done` with status `failed` and `status_details.error`."""
+
+    type: str
+    code: str
+    message: str
+
+
+Output = Speech | ToolCall | Failure
 
 
 @dataclass(frozen=True)

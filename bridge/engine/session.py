@@ -59,7 +59,7 @@ from bridge.engine.protocol import (
     decode_message,
     parse_client_event,
 )
-from bridge.engine.responder import Output, ResponseRequest, Speech, ToolCall
+from bridge.engine.responder import Failure, Output, ResponseRequest, Speech, ToolCall
 from bridge.engine.response import CancelReason, ResponseRecord, ResponseStatus
 from bridge.engine.vad import EnergyVad, Vad, VoiceStarted, threshold_to_dbfs
 
@@ -529,6 +529,10 @@ class RealtimeSession:
                 yield from self._run_speech(response, output)
             elif isinstance(output, ToolCall):
                 yield from self._run_call(response, output)
+            elif isinstance(output, Failure):
+                error = {"type": output.type, "code": output.code, "message": output.message}
+                self._finish(response, "failed", {"type": "failed", "error": error})
+                return
         self._finish(response, "completed", None)
 
     def _start_item(self, response: ResponseRecord, item: Item) -> dict[str, Any]:

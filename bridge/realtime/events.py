@@ -110,10 +110,27 @@ class FunctionCall:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    name: str  # "requests", "tokens"
+    limit: float
+    remaining: float
+    reset_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    limits: tuple[RateLimit, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseDone:
     response_id: str
     status: str
     reason: str | None = None
+    # A failed response's `status_details.error`: why the model went silent.
+    error_type: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
     # Function calls carried in `response.output`, for peers that skip the arguments events.
     function_calls: tuple[FunctionCall, ...] = field(default=())
 
@@ -157,6 +174,7 @@ ServerEvent = (
     | ResponseDone
     | ItemTruncated
     | UpstreamError
+    | RateLimits
     | Ignored
 )
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from bridge.engine.config import EngineSessionConfig
 from bridge.engine.errors import ProtocolError
-from bridge.engine.responder import Output, ResponseRequest, Speech, ToolCall
+from bridge.engine.responder import Failure, Output, ResponseRequest, Speech, ToolCall
 from bridge.engine.server import Connection, RealtimeServer, Record, SessionSetup
 from bridge.engine.session import ErrorRecord, RealtimeSession
 from bridge.engine.voice import tone
@@ -53,7 +53,17 @@ class FunctionCall:
     response and the call arrives `incomplete`, cut short, as the hosted service sends it."""
 
 
-Step = Say | FunctionCall
+@dataclass(frozen=True)
+class Fail:
+    """The response fails, as the service fails one: `response.done` status `failed` with
+    `status_details.error` (e.g. `insufficient_quota`, `rate_limit_exceeded`)."""
+
+    code: str
+    message: str
+    type: str = "invalid_request_error"
+
+
+Step = Say | FunctionCall | Fail
 ScriptedResponse = Sequence[Step] | Callable[[ResponseRequest], Sequence[Step]]
 """One response: its outputs, or a function of the request that returns them."""
 
@@ -87,6 +97,8 @@ class ScriptedResponder:
     def _output(self, step: Step) -> Output:
         if isinstance(step, Say):
             return Speech(step.text, tone(step.ms, hz=self.tone_hz, dbfs=self.tone_dbfs))
+        if isinstance(step, Fail):
+            return Failure(step.type, step.code, step.message)
         arguments = (
             step.arguments if isinstance(step.arguments, str) else json.dumps(step.arguments)
         )
