@@ -303,3 +303,19 @@ def test_the_receivers_check_in_the_reference_accepts_our_signature_and_nothing_
     assert signed(SIGNING_SECRET, sign(SIGNING_SECRET, body, now - 301), body) is False
     assert signed(SIGNING_SECRET, "t=soon,v1=00", body) is False
     assert signed(SIGNING_SECRET, "", body) is False
+
+
+def test_the_server_logs_why_the_receptionists_http_tool_is_not_offered(logs: LogCapture) -> None:
+    from bridge.app import create_app
+
+    receptionist = load_personas(EXAMPLES / "receptionist.yaml").default
+    create_app(make_settings(), receptionist)
+    lines = [x for x in logs.events("tool_unavailable") if x["tool"] == "take_message"]
+    assert [(x["level"], x["persona"], x["reason"]) for x in lines] == [
+        (
+            "warning",
+            "receptionist",
+            "not offered: WEBHOOK_SIGNING_SECRET is not set (every request to the business is "
+            "signed)",
+        )
+    ]
