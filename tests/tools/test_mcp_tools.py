@@ -140,13 +140,16 @@ async def test_an_mcp_servers_allowed_tools_are_offered_and_a_call_runs_through_
     booking = {"day": "Tuesday", "time": "10:30", "name": "Ana"}
     script = [[FunctionCall("book_slot", booking)], [Say("You are booked.", 200)]]
     async with mcp_server(seen) as (_, url), FakeRealtimeServer("ga", script) as fake:
-        async with bridge_for(fake, desk(url)) as bridge:
+        allowed = ("find_slot", "book_slot", "move_slot")  # the server has no move_slot
+        async with bridge_for(fake, desk(url, allowed=allowed)) as bridge:
             (listed,) = logs.events("mcp_server_listed")
+            (missing,) = [x for x in logs.events("tool_unavailable") if x["tool"] == "move_slot"]
             async with phone_call(bridge, fake) as (_, session):
                 await session.wait_for_event("response.done", 5, nth=2)
                 offered = [t["name"] for t in session.config.tools]
         assert fake.violations == []
     assert (listed["persona"], listed["server"]) == ("desk", "calendar")
+    assert missing["reason"] == "MCP server calendar does not list it"
     assert sorted(listed["tools"]) == ["book_slot", "cancel_everything", "find_slot", "slow_lookup"]
     assert offered == ["end_call", "find_slot", "book_slot"]  # the allow-list, in listed order
     (tool,) = [t for t in session.config.tools if t["name"] == "book_slot"]
@@ -240,3 +243,20 @@ async def test_a_slow_mcp_tool_times_out_into_an_error_output(logs: LogCapture) 
     (line,) = logs.events("tool_call")
     assert line["ok"] is False and 950 <= line["duration_ms"] < 2500
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("tool:")] == []
+
+
+def test_a_tool_result_reads_as_structured_json_or_text_cut_at_16_kib() -> None:
+    import mcp.types
+
+    from bridge.tools.mcp_client import output_text
+
+    text = mcp.types.TextContent(type="text", text="10:30 on Tuesday")
+    image = mcp.types.ImageContent(type="image", data="AAAA", mime_type="image/png")
+    assert output_text(mcp.types.CallToolResult(content=[text, image])) == (
+        "10:30 on Tuesday\n[image content]"
+    )
+    structured = mcp.types.CallToolResult(content=[text], structured_content={"slot": "10:30"})
+    assert output_text(structured) == '{"slot": "10:30"}'
+    big = mcp.types.TextContent(type="text", text="é" * 10_000)  # 20,000 bytes of UTF-8
+    out = output_text(mcp.types.CallToolResult(content=[big]))
+    assert out == "é" * 8192 + "…[cut]" and len(out.removesuffix("…[cut]").encode()) == 16384
