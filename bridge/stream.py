@@ -27,12 +27,14 @@ from bridge.call import (
     Call,
     CallStats,
     CarryOut,
+    DropUpstream,
     Effect,
     End,
     GiveUp,
     Log,
     Measure,
     Pause,
+    PingUpstream,
     Reconnect,
     RenewSession,
     RunTool,
@@ -111,6 +113,7 @@ class CallRuntime:
         self._clear_sent_at: float | None = None
         self._acting: asyncio.Task[Any] | None = None
         self._closed = False  # torn down: nothing more is written
+        self._pongs_seen = 0
 
     def end(self, reason: str) -> None:
         """End the call from outside (shutdown): the core keeps the first reason given."""
@@ -219,6 +222,11 @@ class CallRuntime:
                 self._acting = self.tasks.spawn(self._carry_out(effect.handoff), "handoff")
             elif isinstance(effect, RenewSession):
                 self.tasks.spawn(self.upstream.close(), "renew-session")
+            elif isinstance(effect, PingUpstream):
+                self._pongs_seen = self.upstream.pongs
+                self.upstream.ping()
+            elif isinstance(effect, DropUpstream):
+                self.upstream.abort()  # its close callback takes the reconnect path
             elif isinstance(effect, Reconnect):
                 self.tasks.spawn(self._reconnect(), "reconnect")
             elif isinstance(effect, End):
@@ -273,11 +281,16 @@ class CallRuntime:
     # What must be awaited ---------------------------------------------------------------------
 
     async def ticks(self) -> None:
-        """The call's timers: limits, idleness, renewal, the handoff's watchdog."""
+        """The call's timers: limits, idleness, renewal, the handoff's watchdog, a frozen
+        upstream."""
         while True:
             await asyncio.sleep(LIMITS_TICK_S)
             self.sync_metrics()  # the frame counters, off the hot path
-            self.call.tick(time.monotonic())
+            now = time.monotonic()
+            if self.upstream.pongs != self._pongs_seen:
+                self._pongs_seen = self.upstream.pongs
+                self.call.upstream_pong(now)
+            self.call.tick(now)
             self.drain()
 
     async def _run_tool(self, function_call: FunctionCall) -> None:

@@ -173,6 +173,12 @@ async def test_a_stalled_upstream_drops_caller_audio_but_never_stalls_the_call(
         connections.append(ws)
         await ws.send('{"type":"session.created","event_id":"e1","session":{}}')
         await ws.recv()  # session.update
+        await ws.send('{"type":"session.updated","event_id":"e2","session":{}}')
+        await ws.recv()  # the greeting's response.create: an empty answer, then nothing due
+        await ws.send('{"type":"response.created","event_id":"e3","response":{"id":"r1"}}')
+        await ws.send(
+            '{"type":"response.done","event_id":"e4","response":{"id":"r1","status":"completed"}}'
+        )
         ws.transport.pause_reading()  # a model that stopped reading: TCP fills up
         stalled.set()
         await ws.wait_closed()

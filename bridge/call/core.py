@@ -42,10 +42,12 @@ from bridge.after_stream import DELIBERATE, AfterStream, Fallback, Hangup, Trans
 from bridge.call.effects import (
     BargeIn,
     CarryOut,
+    DropUpstream,
     End,
     Log,
     Measure,
     Outbox,
+    PingUpstream,
     Reconnect,
     RenewSession,
     RunTool,
@@ -161,6 +163,8 @@ class Call:
 
         self._session_started = started_at
         self._update_sent_at: float | None = None  # a session.update not yet confirmed
+        self._heard_at = started_at  # the upstream's last event, or its last pong
+        self._pinged = False
         self._renewing = False
         self._limits = LimitWatch(rules, started_at)
         self._handoff: HandoffProgress | None = None
@@ -183,6 +187,9 @@ class Call:
         self._item_seq = 0
         self._speech_stopped_at: float | None = None
         self._continue_after_reconnect = False
+        # A response asked for and never begun when the session was lost is asked again.
+        self._requested_instructions: str | None = None
+        self._ask_again: tuple[str | None] | None = None
         # The conversation as the caller experienced it, for replay into a new session.
         self.history: list[tuple[str, str]] = []
         # Last sign of life from either side (speech, agent audio, playback); the idle limit.
@@ -276,6 +283,7 @@ class Call:
         self._session_started = now
         self._out.control.append(self.dialect.session_update(self.session))
         self._update_sent_at = now
+        self._heard_at = now
         self._release_backlog()
 
     def _release_backlog(self) -> None:
@@ -340,6 +348,7 @@ class Call:
     # Upstream side ---------------------------------------------------------------------------
 
     def on_upstream(self, event: ev.ServerEvent, now: float) -> None:
+        self._heard_at = now
         # Ordered by frequency: deltas are most of the traffic.
         if isinstance(event, ev.AudioDelta):
             self._on_delta(event, now)
@@ -367,6 +376,8 @@ class Call:
                 "transcription_failed", "warning", item_id=event.item_id, message=event.message
             )
             self._log_lines(self.transcript.caller_text(event.item_id, "", now, failed=True))
+        elif isinstance(event, ev.TranscriptDelta):
+            self.transcript.agent_delta(event.item_id, event.delta)
         elif isinstance(event, ev.TranscriptDone):
             self.transcript.agent_text(event.item_id, event.transcript)
         elif isinstance(event, ev.ResponseCreated):
@@ -390,6 +401,27 @@ class Call:
                 self._out.effects.append(
                     Measure(f"rate_limit_remaining:{limit.name}", limit.remaining)
                 )
+
+    def upstream_pong(self, now: float) -> None:
+        """The upstream answered a ping: its socket is alive, whatever the model is doing."""
+        self._heard_at = now
+        self._pinged = False
+
+    def _check_frozen(self, now: float) -> None:
+        """Silent while a response or an acknowledgement is expected: ping it, then, if it
+        still says nothing, cut it and take the reconnect path (a frozen socket is otherwise
+        a dead call until TCP gives up, 40 s later)."""
+        if not self._upstream_up or not (self.response_active or self._update_sent_at):
+            self._pinged = False
+            return
+        silent = now - self._heard_at
+        if silent >= self.rules.upstream_frozen_s and self._pinged:
+            self._log("upstream_frozen", "warning", silent_ms=round(silent * 1000.0))
+            self._pinged = False
+            self._out.effects.append(DropUpstream())
+        elif silent >= self.rules.upstream_ping_after_s and not self._pinged:
+            self._pinged = True
+            self._out.effects.append(PingUpstream())
 
     def upstream_rejected(self, reason: str) -> None:
         """A message from the upstream that the dialect could not read."""
@@ -652,6 +684,7 @@ class Call:
         if self.response_active:
             return
         self._response_requested = True
+        self._requested_instructions = instructions
         self._asked |= self._owed
         self._owed.clear()
         self._out.control.append(self.dialect.create_response(instructions))
@@ -789,11 +822,14 @@ class Call:
         if self.ended:
             return
         sent = self._update_sent_at
-        if sent is not None and now - sent >= self.rules.session_confirm_s:
+        heard_lately = now - self._heard_at < self.rules.upstream_frozen_s
+        if sent is not None and now - sent >= self.rules.session_confirm_s and heard_lately:
+            # It talks but does not confirm (a silent one is frozen, and replaced, instead).
             self._session_rejected(
                 None, f"no session.updated within {self.rules.session_confirm_s:g} s"
             )
             return
+        self._check_frozen(now)
         progress = self._handoff
         if progress is not None and progress.overdue(now, self.rules.handoff_max_wait_s):
             self._log(
@@ -838,7 +874,16 @@ class Call:
     def _agent_item_final(
         self, item: ItemPlayback, played_ms: int, interrupted: bool, now: float
     ) -> None:
-        self._log_lines(self.transcript.agent_final(item.item_id, played_ms, interrupted, now))
+        """The item's line is final: with the words the caller heard when it was cut short
+        (a barge-in, a hang-up mid-sentence), all of them when it played out."""
+        audio_ms = item.audio_ms
+
+        def heard(text: str) -> str:
+            return heard_part(text, played_ms, audio_ms)
+
+        cut = heard if played_ms < audio_ms else None
+        lines = self.transcript.agent_final(item.item_id, played_ms, interrupted, now, cut)
+        self._log_lines(lines)
 
     @property
     def idle(self) -> bool:
@@ -860,10 +905,7 @@ class Call:
             self._out.effects.append(TranscriptLine(line))
             if line.get("late"):
                 continue
-            text = line.get("text") or ""
-            if line["role"] == "agent" and line.get("interrupted"):
-                item = self.items.get(line["item_id"])
-                text = heard_part(text, line.get("played_ms", 0), item.audio_ms if item else 0.0)
+            text = line.get("text") or ""  # an agent line holds what the caller heard already
             if text:
                 self.history.append((line["role"], text))
 
@@ -882,6 +924,8 @@ class Call:
             now, rules.reconnect_window_s, rules.reconnect_pause_s, renewal=renewal
         )
         self._continue_after_reconnect = self._active_response is not None
+        if self._active_response is None and self._response_requested:
+            self._ask_again = (self._requested_instructions,)
         for item in self.items.values():
             if not item.audio_done and not item.interrupted:
                 self._send_frames(item, self.audio.flush(), now)
@@ -943,6 +987,8 @@ class Call:
         self._reconnect = None
         self._upstream_up = True
         self._session_started = now
+        self._heard_at = now
+        self._pinged = False
         replay = [self.dialect.session_update(self.session)]
         pending = [(e.role, e.text) for e in self.transcript.pending() if e.text]
         for role, text in (*self.history, *pending):
@@ -962,7 +1008,10 @@ class Call:
             gap_ms=round((now - plan.lost_at) * 1000.0, 1),
             replayed_items=len(self.history),
         )
-        if self._continue_after_reconnect:
+        ask_again, self._ask_again = self._ask_again, None
+        if ask_again is not None:
+            self._request_response(ask_again[0])
+        elif self._continue_after_reconnect:
             self._continue_after_reconnect = False
             self._request_response(CONTINUE_INSTRUCTIONS)
 

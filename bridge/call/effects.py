@@ -64,6 +64,16 @@ class RenewSession:
 
 
 @dataclass(frozen=True, slots=True)
+class PingUpstream:
+    """The upstream has been silent while something is expected of it: is it still there?"""
+
+
+@dataclass(frozen=True, slots=True)
+class DropUpstream:
+    """The upstream is frozen (silent, pings unanswered): cut it; the reconnect path follows."""
+
+
+@dataclass(frozen=True, slots=True)
 class Reconnect:
     """The upstream is gone: open a new session, asking `Call.reconnect_step` what to do."""
 
