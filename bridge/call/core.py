@@ -840,7 +840,8 @@ class Call:
                 waited_s=round(now - progress.started, 1),
             )
             self._act(progress)
-        renewable = self.phase is Phase.LIVE and not self._renewing
+        # Never during a goodbye or a handoff's line: the new session would not know it.
+        renewable = self.phase is Phase.LIVE and not self._renewing and self._handoff is None
         decision = self._limits.check(
             now,
             idle=self.idle,
