@@ -89,6 +89,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 services.upstream.use_local_engine(engine.url)
             if settings.TAVILY_API_KEY is not None:
                 await web_search.prepare()  # not on the event loop in the first search
+            if services.tools is not None:  # HTTP tools' client, MCP listings (and refresh)
+                await services.tools.start()
             # Everything loaded so far (libraries, compiled kernels, personas) lives as long as
             # the process. Frozen, it is out of the collector's sight: a full collection during
             # calls then walks only what calls allocate: a full collection at 100 calls paused
@@ -104,6 +106,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 with contextlib.suppress(asyncio.CancelledError):
                     await lag
                 await calls.close_all()
+                if services.tools is not None:
+                    await services.tools.aclose()
 
     app = FastAPI(
         title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan

@@ -18,6 +18,7 @@ from bridge.realtime.upstream import UpstreamTarget, upstream_target
 from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.tools.call_control import TwilioCallControl
+from bridge.tools.catalogue import ToolCatalogue
 
 log = get_logger("voicebridge.services")
 
@@ -67,6 +68,9 @@ class Services:
     resumes: CallFacts[TransferNotAnswered]
     """Calls coming back to the agent after a transfer nobody answered, for their new stream."""
     watchers: CallWatchers | None = None
+    tools: ToolCatalogue | None = None
+    """Each call's tools (`tools_for`); its MCP listings live from the app's start-up to its
+    end (`start`, `aclose` in the lifespan). None: built-in and HTTP tools only."""
 
     @classmethod
     def build(
@@ -87,6 +91,7 @@ class Services:
             outcomes=StreamOutcomes(),
             resumes=CallFacts(),
             watchers=watchers,
+            tools=ToolCatalogue(settings, personas),
         )
 
     def persona_for(self, name: str | None) -> Persona:

@@ -176,9 +176,12 @@ async def _run_call(
     audio_mode = settings.REALTIME_AUDIO
     stream_opened_at = time.time()
     at = datetime.now(UTC)
-    tools = build_tools(persona, settings)
+    catalogue = services.tools
+    tools = (
+        catalogue.tools_for(persona) if catalogue is not None else build_tools(persona, settings)
+    )
     resume = services.resumes.take(start.call_sid)  # back from a transfer nobody answered
-    env = ToolEnv(persona, settings, start.call_sid, caller)
+    env = ToolEnv(persona, settings, start.call_sid, caller, called)
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
         return keypad.decide(persona, digit, env)

@@ -27,7 +27,9 @@ from pydantic import (
 
 from bridge.audio_format import AudioFormat
 from bridge.persona.errors import Loc, field_error
+from bridge.persona.integrations import McpServer, server_names
 from bridge.persona.sections import (
+    TOOL_NAMES,
     DtmfAction,
     DtmfConfig,
     EndCallTool,
@@ -55,7 +57,15 @@ class FallbackPlan:
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
 _PERSONA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SECTIONS = ("turn_detection", "tools", "transfer_targets", "dtmf", "limits", "fallback")
+_SECTIONS = (
+    "turn_detection",
+    "tools",
+    "transfer_targets",
+    "dtmf",
+    "limits",
+    "fallback",
+    "mcp_servers",
+)
 
 
 def _persona_name(value: str) -> str:
@@ -178,6 +188,9 @@ class Persona(Section):
     hours: Hours | None = None
     limits: Limits = Field(default_factory=Limits)
     fallback: Fallback = Field(default_factory=Fallback)
+    mcp_servers: Annotated[dict[str, McpServer], AfterValidator(server_names)] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -217,6 +230,30 @@ class Persona(Section):
         if problems:
             loc, reason = problems[0]
             raise field_error(reason, *loc)
+        return self
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values the `${VAR}`s of its HTTP tools' and MCP servers' headers resolved to:
+        the server registers them with the log scrubber at start-up."""
+        remotes = [*self.tools.http.values(), *self.mcp_servers.values()]
+        return tuple(s for remote in remotes for s in remote.secrets)
+
+    @model_validator(mode="after")
+    def _mcp_names_free(self) -> Persona:
+        # An allow-listed MCP tool under a name the persona already uses would never be offered.
+        taken = {*TOOL_NAMES, *self.tools.http}
+        for server, config in self.mcp_servers.items():
+            for i, name in enumerate(config.tools or ()):
+                if name in taken:
+                    kind = "a built-in tool" if name in TOOL_NAMES else f"tools.{name}"
+                    raise field_error(
+                        f"{name!r} is already {kind}; an MCP tool cannot have its name",
+                        "mcp_servers",
+                        server,
+                        "tools",
+                        i,
+                    )
         return self
 
     # --- Per-call rendering -------------------------------------------------------------
