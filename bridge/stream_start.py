@@ -158,6 +158,7 @@ def call_rules(persona: Persona, services: Services, caller: str) -> CallRules:
         goodbye=persona.render(limits.goodbye, caller_number=caller),
         idle_reprompt=persona.render(reprompt, caller_number=caller) if reprompt else None,
         session_renew_s=settings.session_limit_s - SESSION_RENEW_MARGIN_S,
+        server_idle=persona.turn_detection.idle_timeout_ms is not None and settings.dialect == "ga",
     )
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -178,6 +178,9 @@ class Persona(Section):
     instructions: Template
     greeting: Template
     voice: str = Field(default="alloy", min_length=1, max_length=64)
+    noise_reduction: Literal["near_field", "far_field", "off"] | None = None
+    """The provider's input noise reduction: `near_field` for handsets and headsets (most
+    phone calls), `far_field` for speakerphones, `off`; unset leaves its default."""
     speed: float | None = Field(default=None, ge=0.25, le=1.5)
     language: str | None = None
     transcription_model: str | None = "gpt-4o-mini-transcribe"
@@ -333,6 +336,7 @@ class Persona(Section):
             transcription_language=self.language,
             turn_detection=self.turn_detection.to_core(),
             tools=tuple(tools),
+            noise_reduction=self.noise_reduction,
         )
 
     def dtmf_action(self, digit: str) -> DtmfAction | None:
