@@ -37,7 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--wav", metavar="FILE", help="a WAV file the caller plays after the lines")
     call.add_argument("--dtmf", default="", metavar="DIGITS", help="keys pressed at the end")
-    call.add_argument("--record", metavar="FILE", help="save what the caller heard (WAV)")
+    call.add_argument(
+        "--record", metavar="FILE", help="save the call as a stereo WAV (caller left, agent right)"
+    )
+    call.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the bridge's PUBLIC_URL, which signatures cover (default: PUBLIC_URL, else --url)",
+    )
 
     persona = sub.add_parser("persona", help="persona files")
     persona_sub = persona.add_subparsers(dest="persona_command", required=True)
@@ -125,15 +132,13 @@ def _print_how_to_call(host: str, port: int, *, softphone: bool) -> None:
 
 
 def _call(args: argparse.Namespace) -> int:
+    from bridge.settings import CallerSettings
     from bridge.sim.cli import call_command
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"voicebridge: {exc}", file=sys.stderr)
-        return 2
+    settings = CallerSettings()
     token = settings.TWILIO_AUTH_TOKEN.get_secret_value() if settings.TWILIO_AUTH_TOKEN else None
-    return call_command(args.url, args.say, args.wav, args.dtmf, args.record, token)
+    public_url = args.public_url or settings.PUBLIC_URL
+    return call_command(args.url, args.say, args.wav, args.dtmf, args.record, token, public_url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -255,6 +255,24 @@ class Settings(BaseSettings):
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
+class CallerSettings(BaseSettings):
+    """What `voicebridge call` reads, from the same places: only the token it signs with and
+    the public URL it signs for. A simulated caller is not held to the server's rules (a
+    token needs PUBLIC_URL there), since `--url` says where the bridge is."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    PUBLIC_URL: str | None = None
+    TWILIO_AUTH_TOKEN: SecretStr | None = None
+
+    @field_validator("PUBLIC_URL", "TWILIO_AUTH_TOKEN", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate settings; raise `SettingsError` with one line per problem."""
     try:

@@ -64,15 +64,19 @@ async def place_call(
     auth_token: str | None = None,
     client: httpx.AsyncClient | None = None,
     extra_params: Mapping[str, str] | None = None,
+    sign_base: str | None = None,
 ) -> StreamTarget:
     """Ring the bridge as Twilio would and return the stream its TwiML asks for.
 
     Signs the request with `auth_token` when given (omitting the header otherwise, as an
     unsigned attacker would). `extra_params` adds form fields (they are signed too), for
     checking that a server validates over every field it received. Raises `CallRejected`
-    on a non-200 answer or TwiML without `<Connect><Stream>`.
+    on a non-200 answer or TwiML without `<Connect><Stream>`. `sign_base` is the public base
+    URL Twilio would have requested (the bridge's PUBLIC_URL) when the request goes elsewhere
+    (a tunnel's far end, a port on this machine); the signature covers it, as Twilio's does.
     """
     url = base_url.rstrip("/") + WEBHOOK_PATH
+    signed_url = sign_base.rstrip("/") + WEBHOOK_PATH if sign_base else url
     params = webhook_params(
         call_sid=call_sid or new_sid("CA"),
         account_sid=account_sid,
@@ -82,7 +86,9 @@ async def place_call(
     params.update(extra_params or {})
     headers = {"User-Agent": TWILIO_USER_AGENT}
     if auth_token is not None:
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, params)
+        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(
+            signed_url, params
+        )
     if client is None:
         async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS) as own_client:
             response = await own_client.post(url, data=params, headers=headers)
