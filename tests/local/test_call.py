@@ -114,3 +114,26 @@ async def test_the_caller_barges_in_on_the_greeting(logs: LogCapture) -> None:
     roles = [x["role"] for x in logs.events("transcript")]
     assert roles[:2] == ["agent", "caller"]
     assert [t["name"] for t in logs.events("tool_call")] == ["end_call"]
+
+
+async def test_each_caller_line_follows_the_agents_last_audio_within_a_second(
+    logs: LogCapture,
+) -> None:
+    """No dead air: the simulator answers once the agent has been quiet for its pause and
+    transcribes what it heard beside the call, not in between."""
+    async with running_bridge(make_settings()) as bridge:  # make run's provider: local
+        report = await run_call(
+            bridge.base_url, says=["hello", "what can you do"], out=lambda _line: None
+        )
+        await logs.wait_for("call_ended", 1, timeout=10)
+
+    assert report.turns == 2 and len(report.caller_speech_at) == 2
+    assert len(report.agent_lines) == 3  # the greeting and both answers, transcribed
+    for speech_at in report.caller_speech_at:
+        agent_end = max(end for _start, end in report.agent_spans if end <= speech_at)
+        assert 0.0 < speech_at - agent_end < 1.0, (speech_at, report.agent_spans)
+    # The call is the agent's audio and the caller's lines with short pauses between them.
+    spoken = sum(end - start for start, end in report.agent_spans)
+    lines = sum(len(tts_ulaw(text)) / 8000 for text in report.caller_lines)
+    replies = sum(report.reply_latencies_s)
+    assert report.duration_s < spoken + lines + replies + 3 * 1.0
