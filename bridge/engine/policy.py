@@ -317,7 +317,18 @@ class DialoguePolicy:
             return [ToolCall("end_call", "{}")]
         if not said.strip():
             return [Speech("Sorry, I didn't catch that. Could you say it again?")]
-        return [Speech(f"I heard: {said.strip().rstrip('.!?')}. {_capabilities(offered)}")]
+        heard = f"I heard: {said.strip().rstrip('.!?')}."
+        if intent is not None:
+            # Asked for what this session offers no tool for: say so, as a model would.
+            return [Speech(f"{heard} Sorry, I can't {_UNOFFERED[intent.tool]} on this line.")]
+        return [Speech(f"{heard} {_capabilities(offered)}")]
+
+
+_UNOFFERED: Final = {
+    "web_search": "look things up",
+    "transfer_call": "put you through to a person",
+    "end_call": "hang up myself, but you can",
+}
 
 
 def _capabilities(offered: set[str]) -> str:

@@ -62,10 +62,12 @@ def test_goodbye_ends_the_call() -> None:
     assert DialoguePolicy().respond(request(user("okay goodbye"))) == [ToolCall("end_call", "{}")]
 
 
-def test_an_intent_whose_tool_the_session_does_not_offer_is_only_acknowledged() -> None:
+def test_an_intent_whose_tool_the_session_does_not_offer_is_declined() -> None:
     end_only = ({"type": "function", "name": "end_call"},)
     [speech] = DialoguePolicy().respond(request(user("what is the weather"), tools=end_only))
-    assert isinstance(speech, Speech) and speech.text.startswith("I heard: what is the weather.")
+    assert speech == Speech(
+        "I heard: what is the weather. Sorry, I can't look things up on this line."
+    )
 
 
 def test_tool_results_are_read_back_briefly() -> None:
@@ -152,3 +154,10 @@ def test_one_key_press_is_named_once_without_a_double_period() -> None:
 def test_what_was_heard_is_repeated_with_one_full_stop() -> None:
     [speech] = DialoguePolicy().respond(request(user("my name is ada."), tools=END_ONLY))
     assert speech == Speech("I heard: my name is ada. How can I help?")
+
+
+def test_asking_for_a_person_without_a_transfer_tool_is_declined() -> None:
+    [speech] = DialoguePolicy().respond(request(user("can i talk to a person"), tools=END_ONLY))
+    assert speech == Speech(
+        "I heard: can i talk to a person. Sorry, I can't put you through to a person on this line."
+    )
