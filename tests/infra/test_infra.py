@@ -690,3 +690,23 @@ def test_deploy_doc_covers_twilio_tls_timeouts_affinity_drain_and_capacity() -> 
         "Dockerfile.dockerignore",
     ):
         assert needle in text, needle
+
+
+# --- packaging -------------------------------------------------------------------------------
+
+
+def test_the_license_is_an_spdx_expression_for_a_setuptools_that_reads_it() -> None:
+    """A `license = { text = … }` table makes setuptools 77+ warn (deprecated) at every build;
+    the SPDX string needs setuptools 77 in the build environment, so the build pins it."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["license"] == "MIT"
+    assert not any(c.startswith("License ::") for c in project["project"].get("classifiers", []))
+    [setuptools] = [
+        Requirement(r) for r in project["build-system"]["requires"] if r.startswith("setuptools")
+    ]
+    assert not setuptools.specifier.contains("76.9"), setuptools
+    assert setuptools.specifier.contains("77.0")
