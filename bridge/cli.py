@@ -175,7 +175,7 @@ def _print_how_to_call(host: str, port: int, *, softphone: bool) -> None:
         f"    voicebridge call{url} --say 'hello' --say 'goodbye' --record call.wav"
         "   # a chat; goodbye hangs up",
         f"    voicebridge call{url} --dtmf 12#   # the keypad",
-        f"    voicebridge call{url} --say 'can I talk to a person'   # a transfer: offline the "
+        f"    voicebridge call{url} --say 'operator'   # a transfer: offline the "
         "agent says it cannot; TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN connect it",
     ]
     if softphone:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -167,3 +168,20 @@ def test_serve_stops_without_tracebacks_or_leaked_semaphores(tmp_path: Path, how
             proc.wait(10)
     assert proc.returncode == 0, err
     assert "leaked" not in err and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_the_banner_suggests_calls_that_parse_and_work_offline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cli._print_how_to_call("127.0.0.1", 8181, softphone=True)
+    err = capsys.readouterr().err
+    lines = [line.split("   #")[0] for line in err.splitlines() if "voicebridge call" in line]
+    calls = [shlex.split(line) for line in lines]
+    assert len(calls) == 3
+    parser = cli.build_parser()
+    parsed = [parser.parse_args(words[1:]) for words in calls]
+    assert all(args.url == "http://127.0.0.1:8181" for args in parsed)
+    # A chat that hangs up, the keypad, a transfer request: nothing that needs a network.
+    assert [args.say for args in parsed] == [["hello", "goodbye"], [], ["operator"]]
+    assert parsed[1].dtmf == "12#"
+    assert "weather" not in err and "http://127.0.0.1:8181/softphone" in err

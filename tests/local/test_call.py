@@ -137,3 +137,20 @@ async def test_each_caller_line_follows_the_agents_last_audio_within_a_second(
     lines = sum(len(tts_ulaw(text)) / 8000 for text in report.caller_lines)
     replies = sum(report.reply_latencies_s)
     assert report.duration_s < spoken + lines + replies + 3 * 1.0
+
+
+async def test_the_keypad_with_the_default_persona_answers_every_key(logs: LogCapture) -> None:
+    """`--dtmf 12#` as the banner suggests: the default persona has no menu, so each key
+    reaches the model; keys pressed together get one answer naming them all."""
+    async with running_bridge(make_settings()) as bridge:  # the built-in default persona
+        report = await run_call(bridge.base_url, dtmf="12#", out=lambda _line: None)
+        await logs.wait_for("call_ended", 1, timeout=10)
+
+    assert [d["digit"] for d in logs.events("dtmf")] == ["1", "2", "#"]
+    agent = [t["text"] for t in logs.events("transcript") if t["role"] == "agent"][1:]
+    assert "".join(agent).count("You pressed") == len(agent) >= 1
+    named = " ".join(agent)
+    assert all(key in named for key in ("1", "2", "pound")) and ".." not in named
+    assert agent[-1].endswith("on the keypad. How can I help?")
+    [latency] = report.reply_latencies_s
+    assert 0.0 < latency < 5.0
