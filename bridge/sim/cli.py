@@ -28,6 +28,7 @@ from typing import Final
 
 import httpx
 import numpy as np
+from websockets.exceptions import WebSocketException
 
 from bridge.audio import Resampler8kTo24k, ulaw_decode
 from bridge.sim.errors import CallRejected, SimError, StreamClosed, StreamRejected
@@ -409,9 +410,15 @@ def call_command(
     except SimError as exc:
         fail(str(exc))
         return EXIT_FAILED
+    except WebSocketException as exc:
+        fail(f"the media stream failed: {exc}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         fail("interrupted")
         return 130
+    except Exception as exc:  # still one line, never a traceback, for whatever we missed
+        fail(f"the call failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
     if report.transcript:
         out("--- transcript (the agent's lines as recognised from the audio heard) ---")
         for line in report.transcript:

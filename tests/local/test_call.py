@@ -154,3 +154,47 @@ async def test_the_keypad_with_the_default_persona_answers_every_key(logs: LogCa
     assert agent[-1].endswith("on the keypad. How can I help?")
     [latency] = report.reply_latencies_s
     assert 0.0 < latency < 5.0
+
+
+async def test_a_failed_transfer_is_apologised_for(logs: LogCapture) -> None:
+    """Twilio refuses the redirect: the caller stays with the local engine, which apologises
+    instead of greeting again."""
+    from bridge.sim.cli import _stream_url_on
+    from tests.fakes.twilio_rest import FakeTwilioRest
+    from tests.tools.helpers import ACCOUNT_SID, AUTH_TOKEN
+
+    with FakeTwilioRest(ACCOUNT_SID, AUTH_TOKEN, fail_status=500) as rest:
+        settings = make_settings(
+            TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            TWILIO_API_BASE_URL=rest.url,
+            PUBLIC_URL="https://voice.example.com",
+        )
+        async with running_bridge(settings, SEARCH_PERSONA) as bridge:
+            target = await place_call(
+                bridge.base_url, auth_token=AUTH_TOKEN, sign_base="https://voice.example.com"
+            )
+            connect = _stream_url_on(bridge.base_url, target.url)
+            async with TwilioMediaStream(
+                target, auth_token=AUTH_TOKEN, connect_url=connect
+            ) as stream:
+                await logs.wait_for("transcript", 1, timeout=10)  # the greeting
+                stream.say(tts_ulaw("operator"))
+                [control] = await logs.wait_for("call_control", 1, timeout=25)
+                await wait_until(
+                    lambda: (
+                        len([t for t in logs.events("transcript") if t["role"] == "agent"]) >= 3
+                    ),
+                    15,
+                    "the apology",
+                )
+        await logs.wait_for("call_ended", 1, timeout=10)
+
+    assert [t["name"] for t in logs.events("tool_call")] == ["transfer_call"]
+    assert (control["action"], control["ok"], control["http_status"]) == ("transfer", False, 500)
+    agent = [t["text"] for t in logs.events("transcript") if t["role"] == "agent"]
+    assert agent[2] == (
+        "Sorry, the transfer to operator didn't go through. "
+        "Is there anything else I can help you with?"
+    )
+    assert not any(text.startswith("Hello!") for text in agent)

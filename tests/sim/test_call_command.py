@@ -234,3 +234,15 @@ async def test_the_recording_is_both_sides_in_stereo_on_the_calls_timeline(
     greeting_end = report.agent_spans[0][1]
     assert not caller[: round(greeting_end * 8000)].any()
     assert 20 * np.log10(np.sqrt(np.mean(caller[spoken[0] : spoken[-1]] ** 2)) / 32768) > -40
+
+
+async def test_a_url_that_is_not_the_bridges_root_is_a_refused_call() -> None:
+    settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL="ws://127.0.0.1:9")
+    async with running_bridge(settings) as bridge:
+        status, out, err = await asyncio.to_thread(run, bridge.base_url + "/voice", says=["hi"])
+    assert status == EXIT_FAILED and out == []
+    assert len(err) == 1
+    assert err[0].startswith(
+        "voicebridge call: the bridge refused the call: call rejected: webhook did not answer "
+        "200 (HTTP 404)"
+    )
