@@ -114,17 +114,20 @@ async def place_call(
     client: httpx.AsyncClient | None = None,
     extra_params: Mapping[str, str] | None = None,
     sign_url: str | None = None,
+    sign_base: str | None = None,
 ) -> StreamTarget:
     """Ring the bridge as Twilio would and return the stream its TwiML asks for.
 
     Signs the request with `auth_token` when given (omitting the header otherwise, as an
     unsigned attacker would). `extra_params` adds form fields (they are signed too), for
-    checking that a server validates over every field it received. `sign_url` is the URL
-    Twilio would sign when a proxy stands between (a path prefix it strips); by default the
-    one posted to. Raises `CallRejected` on a non-200 answer or TwiML without
-    `<Connect><Stream>`.
+    checking that a server validates over every field it received. Raises `CallRejected`
+    on a non-200 answer or TwiML without `<Connect><Stream>`. `sign_base` is the public base
+    URL Twilio would have requested (the bridge's PUBLIC_URL) when the request goes elsewhere
+    (a tunnel's far end, a port on this machine); the signature covers it, as Twilio's does.
+    `sign_url` is the whole URL to sign instead, when it is known.
     """
     url = base_url.rstrip("/") + WEBHOOK_PATH
+    signed_url = sign_base.rstrip("/") + WEBHOOK_PATH if sign_base else url
     params = webhook_params(
         call_sid=call_sid or new_sid("CA"),
         account_sid=account_sid,
@@ -133,7 +136,7 @@ async def place_call(
     )
     params.update(extra_params or {})
     headers = {"User-Agent": TWILIO_USER_AGENT}
-    signed_url = sign_url or url
+    signed_url = sign_url or signed_url
     if auth_token is not None:
         validator = RequestValidator(auth_token)
         headers["X-Twilio-Signature"] = validator.compute_signature(signed_url, params)
