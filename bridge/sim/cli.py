@@ -42,7 +42,7 @@ from bridge.sim.inputs import (
 )
 from bridge.sim.media_stream import CloseInfo, TwilioMediaStream
 from bridge.sim.recording import call_timeline, write_stereo_wav
-from bridge.sim.webhook import place_call
+from bridge.sim.webhook import continue_after_stream, place_call
 
 __all__ = [
     "EXIT_FAILED",
@@ -108,6 +108,8 @@ class CallReport:
     "error" (it closed with an error code, or the stream never opened)."""
     close_code: int | None = None
     close_reason: str = ""
+    after_stream: str | None = None
+    """What Twilio did next, from the `<Connect>` action ("hung up", "transferred to …")."""
 
     @property
     def turns(self) -> int:
@@ -263,8 +265,28 @@ async def _run(plan: CallPlan, auth_token: str | None, out: Printer) -> CallRepo
     except BaseException:
         listener.cancel()
         raise
+    if report.ended_by != "caller" and target.action is not None:
+        # As Twilio does: the stream is over, so ask its <Connect> action what comes next.
+        try:
+            after = await continue_after_stream(
+                target,
+                auth_token=auth_token,
+                post_url=_http_url_on(plan.url, target.action),
+                sign_url=target.action,
+            )
+            report.after_stream = after.describe()
+        except (CallRejected, httpx.HTTPError) as exc:
+            report.after_stream = f"the action failed: {exc}"
     report.transcript = await listener.transcript()
     return report
+
+
+def _http_url_on(base_url: str, url: str) -> str:
+    """`url`'s path on the host and port the user gave (it may name a public host)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    base, other = urlsplit(base_url), urlsplit(url)
+    return urlunsplit((base.scheme, base.netloc, other.path, other.query, ""))
 
 
 async def _play_caller(
@@ -362,6 +384,8 @@ def summary(report: CallReport, record: str | None = None) -> str:
         f"agent audio heard:        {report.heard_ms / 1000:.1f} s",
         f"duration:                 {report.duration_s:.1f} s ({_ended(report)})",
     ]
+    if report.after_stream:
+        lines.append(f"after the stream:         {report.after_stream}")
     if record:
         lines.append(f"recording:                {record} (stereo: caller left, agent right)")
     return "\n".join(lines)

@@ -243,13 +243,18 @@ async def continue_after_stream(
     auth_token: str | None = None,
     client: httpx.AsyncClient | None = None,
     sign_url: str | None = None,
+    post_url: str | None = None,
 ) -> Continuation:
     """What Twilio does once the bridge has closed the call's stream: request the
     `<Connect>` action (POST, the call's parameters, signed like the webhook) and run the
-    TwiML it returns; without an action, run the verbs after `</Connect>`."""
+    TwiML it returns; without an action, run the verbs after `</Connect>`. `post_url` sends
+    the request elsewhere than the action names (the bridge's local port behind a tunnel),
+    still signed for the action's URL."""
     if target.action is None:
         return Continuation("document", target.after_connect)
     url = _absolute(target.action, target.url)
+    if post_url is not None:
+        sign_url, url = sign_url or url, post_url
     params = {**target.form, "CallStatus": "in-progress"}
     return await _request_twiml(url, params, target, auth_token, client, "action", sign_url)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from bridge.cli import main
+from bridge.persona import DtmfAction, DtmfConfig, Persona, Tools, TransferCallTool, TransferTarget
 from bridge.sim.cli import (
     EXIT_FAILED,
     EXIT_INPUT,
@@ -23,6 +24,7 @@ from bridge.sim.cli import (
     EXIT_UNREACHABLE,
     call_command,
     run_call,
+    summary,
 )
 from bridge.sim.inputs import LEAD_IN_SAMPLES, InputError, plan_call, tts_ulaw
 from tests.conftest import LogCapture, free_port, make_settings, running_bridge
@@ -246,3 +248,24 @@ async def test_a_url_that_is_not_the_bridges_root_is_a_refused_call() -> None:
         "voicebridge call: the bridge refused the call: call rejected: webhook did not answer "
         "200 (HTTP 404)"
     )
+
+
+async def test_the_simulated_call_follows_the_connect_action_as_twilio_does() -> None:
+    """Offline, a keypad transfer is carried out the way Twilio would: the stream ends, the
+    command requests the `<Connect>` action and says what came next."""
+    persona = Persona(
+        name="desk",
+        instructions="Answer.",
+        greeting="Hello.",
+        tools=Tools(transfer_call=TransferCallTool(filler="Putting you through.")),
+        transfer_targets={"operator": TransferTarget(number="+15550009999")},
+        dtmf=DtmfConfig(menu={"0": DtmfAction(action="transfer", target="operator")}),
+    )
+    script = [[Say("Hello", 300)], [Say("Putting you through.", 300)]]
+    async with FakeRealtimeServer("ga", script) as fake:
+        settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url)
+        async with running_bridge(settings, persona) as bridge:
+            report = await run_call(bridge.base_url, dtmf="0", out=lambda _line: None)
+    assert report.ended_by == "bridge"
+    assert report.after_stream == "transferred to +15550009999"
+    assert "after the stream:         transferred to +15550009999" in summary(report)
