@@ -117,6 +117,7 @@ class CallRuntime:
         self._acting: asyncio.Task[Any] | None = None
         self._closed = False  # torn down: nothing more is written
         self._pongs_seen = 0
+        self._decode = call.dialect.decode
 
     def end(self, reason: str) -> None:
         """End the call from outside (shutdown): the core keeps the first reason given."""
@@ -126,7 +127,7 @@ class CallRuntime:
     # The hot path ------------------------------------------------------------------------------
 
     def on_twilio_text(self, text: str) -> None:
-        now = self._fed_at = time.monotonic()
+        now = time.monotonic()
         call = self.call
         try:
             call.on_twilio(tw.parse(text), now)
@@ -141,7 +142,7 @@ class CallRuntime:
         now = self._fed_at = time.monotonic()
         call = self.call
         try:
-            call.on_upstream(self.call.dialect.decode(text), now)
+            call.on_upstream(self._decode(text), now)
         except UpstreamProtocolError as exc:
             call.upstream_rejected(str(exc))
         except Exception as exc:
@@ -159,19 +160,18 @@ class CallRuntime:
 
     # The Sink: writes, no decisions --------------------------------------------------------------
 
-    def send_twilio(self, messages: list[str], urgent: bool) -> None:
+    def send_twilio(self, messages: list[str], urgent: bool) -> int:
         if self._closed:
-            return
-        self.twilio.send_batch(messages, at_once=urgent)
+            return 0
+        twilio = self.twilio
+        twilio.send_batch(messages, at_once=urgent)
         if urgent:
             self._clear_sent_at = time.monotonic()
-        if not self._first_audio_seen and self.call.stats.frames_out:
+        if not self._first_audio_seen:
             self._first_audio_seen = True
             if self.webhook_at is not None:
                 metrics.TIME_TO_FIRST_AUDIO.observe(max(0.0, time.time() - self.webhook_at))
-
-    def twilio_backlog(self) -> int:
-        return self.twilio.write_buffer_size()
+        return twilio.write_buffer_size()
 
     def upstream_backlog(self) -> int:
         return self.upstream.write_buffer_size()
@@ -454,10 +454,7 @@ class LogOnly:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def send_twilio(self, messages: list[str], urgent: bool) -> None:
-        pass
-
-    def twilio_backlog(self) -> int:
+    def send_twilio(self, messages: list[str], urgent: bool) -> int:
         return 0
 
     def upstream_backlog(self) -> int:

@@ -24,11 +24,9 @@ class RecordingSink:
         self.twilio_buffered = 0
         self.upstream_buffered = 0
 
-    def send_twilio(self, messages: list[str], urgent: bool) -> None:
+    def send_twilio(self, messages: list[str], urgent: bool) -> int:
         self.twilio.extend(messages)
         self.urgent.append(urgent)
-
-    def twilio_backlog(self) -> int:
         return self.twilio_buffered
 
     def upstream_backlog(self) -> int:

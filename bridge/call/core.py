@@ -149,6 +149,8 @@ class Call:
         self.opening = opening  # first instructions instead of the greeting (a call resumed)
         self.started_at = started_at
         self.rules = rules
+        self._twilio_limit = rules.twilio_write_limit_bytes  # read on every drain
+        self._audio_limit = rules.upstream_audio_backlog_bytes
         self._keypad = keypad
 
         self._out = Outbox()
@@ -244,11 +246,11 @@ class Call:
         session is up; caller audio is dropped first when the upstream reads too slowly."""
         out = self._out
         if out.twilio:
-            sink.send_twilio(out.twilio, out.urgent)
+            backlog = sink.send_twilio(out.twilio, out.urgent)
             out.twilio.clear()
             out.urgent = False
-            if sink.twilio_backlog() > self.rules.twilio_write_limit_bytes and not self.ended:
-                self._log("twilio_not_reading", "warning", buffered=sink.twilio_backlog())
+            if backlog > self._twilio_limit and not self.ended:
+                self._log("twilio_not_reading", "warning", buffered=backlog)
                 self.end("protocol_error")
         if self._upstream_up:
             if out.control:
@@ -257,7 +259,7 @@ class Call:
             if out.audio:
                 # Read once per drain (usually one append): the buffer only grows when the
                 # kernel's is full, and then every append of this drain goes the same way.
-                if sink.upstream_backlog() > self.rules.upstream_audio_backlog_bytes:
+                if sink.upstream_backlog() > self._audio_limit:
                     self._upstream_slow(len(out.audio))
                 else:
                     sink.send_upstream(out.audio)

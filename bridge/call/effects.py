@@ -102,10 +102,8 @@ class Sink(Protocol):
     """The adapter's side of `Call.drain`: it writes, it does not decide. Each method gets a
     list it must consume before returning (the core reuses it)."""
 
-    def send_twilio(self, messages: list[str], urgent: bool) -> None: ...
-
-    def twilio_backlog(self) -> int:
-        """Bytes written to Twilio and not yet taken by the kernel."""
+    def send_twilio(self, messages: list[str], urgent: bool) -> int:
+        """Write to Twilio; returns the bytes written and not yet taken by the kernel."""
         ...
 
     def upstream_backlog(self) -> int:

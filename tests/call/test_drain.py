@@ -22,9 +22,9 @@ class OrderSink(RecordingSink):
         super().__init__()
         self.order: list[str] = []
 
-    def send_twilio(self, messages: list[str], urgent: bool) -> None:
+    def send_twilio(self, messages: list[str], urgent: bool) -> int:
         self.order += [orjson.loads(m)["event"] for m in messages]
-        super().send_twilio(messages, urgent)
+        return super().send_twilio(messages, urgent)
 
     def send_upstream(self, messages: list[str]) -> None:
         self.order += [orjson.loads(m)["type"] for m in messages]
