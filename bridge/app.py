@@ -29,6 +29,7 @@ from bridge.edge import read_form
 from bridge.engine.local import local_engine
 from bridge.logs import get_logger
 from bridge.loop_lag import watch_loop_lag
+from bridge.outbound_routes import OutboundDesk, outbound_router
 from bridge.persona import Persona, PersonaBook
 from bridge.services import Services
 from bridge.settings import Settings
@@ -128,6 +129,11 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             params,
             request.headers.get("x-twilio-signature"),
         )
+
+    # Outbound calls: `POST /calls` and Twilio's callbacks about them (bridge/outbound_routes.py).
+    outbound = OutboundDesk.build(settings)
+    app.state.outbound = outbound
+    app.include_router(outbound_router(settings, book, calls, outbound, signed, _form))
 
     @app.api_route("/incoming-call", methods=["GET", "POST"])
     async def incoming_call(request: Request) -> Response:

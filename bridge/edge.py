@@ -397,13 +397,11 @@ class BodyRefused(HTTPException):
         self.reason = reason
 
 
-async def read_form(
-    request: Request, max_bytes: int, timeout_s: float | None = None
-) -> dict[str, str]:
-    """A urlencoded body read as it streams, at most `max_bytes` of it and within
-    `timeout_s`: a declared Content-Length over the cap is refused before any of the body is
-    read, a streamed one as soon as it passes the cap. Raises `BodyRefused` (413 or 408),
-    which the route answers as it is. `timeout_s` defaults to `BODY_TIMEOUT_S`."""
+async def read_body(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
+    """A body read as it streams, at most `max_bytes` of it and within `timeout_s`: a
+    declared Content-Length over the cap is refused before any of the body is read, a
+    streamed one as soon as it passes the cap. Raises `BodyRefused` (413 or 408), which the
+    route answers as it is. `timeout_s` defaults to `BODY_TIMEOUT_S`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         _refuse_body("body_too_large")
@@ -418,7 +416,14 @@ async def read_form(
                 chunks.append(chunk)
     except TimeoutError:
         _refuse_body("body_timeout")
-    body = b"".join(chunks).decode("utf-8", "replace")
+    return b"".join(chunks)
+
+
+async def read_form(
+    request: Request, max_bytes: int, timeout_s: float | None = None
+) -> dict[str, str]:
+    """A urlencoded body read with `read_body`'s cap and timeout."""
+    body = (await read_body(request, max_bytes, timeout_s)).decode("utf-8", "replace")
     return dict(parse_qsl(body, keep_blank_values=True))
 
 

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     IDLE_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
     DRAIN_TIMEOUT_SECONDS: float = Field(default=30.0, ge=0)
 
+    # Outbound calls (`POST /calls`, bridge/outbound.py): the key that authorizes them (the
+    # route is off without it), how many may be live at once, and Twilio's pace per number.
+    VOICEBRIDGE_API_KEY: SecretStr | None = None
+    MAX_OUTBOUND_CALLS: int = Field(default=10, ge=1)
+    OUTBOUND_CALLS_PER_SECOND: float = Field(default=1.0, gt=0, le=100)
+
     # The browser softphone: unset = on exactly in local (unsigned) mode. It cannot sign
     # webhooks, so turning it on in signed mode only makes sense behind your own access control.
     SOFTPHONE_ENABLED: bool | None = None
@@ -128,6 +134,7 @@ class Settings(BaseSettings):
         "OPENAI_API_KEY",
         "AZURE_OPENAI_API_KEY",
         "TAVILY_API_KEY",
+        "VOICEBRIDGE_API_KEY",
         mode="before",
     )
     @classmethod
@@ -284,6 +291,7 @@ class Settings(BaseSettings):
             self.AZURE_OPENAI_API_KEY,
             self.TAVILY_API_KEY,
             self.WEBHOOK_SIGNING_SECRET,
+            self.VOICEBRIDGE_API_KEY,
         ]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
@@ -301,6 +309,8 @@ OUR_PREFIXES: Final = (
     "SOFTPHONE_",
     "METRICS_",
     "LOG_",
+    "VOICEBRIDGE_",
+    "OUTBOUND_",
 )
 """Prefixes of the product's variables: another name with one of them is a misspelling of
 ours (or a library's variable the bridge does not read), never the shell's."""
@@ -369,6 +379,22 @@ class CallerSettings(BaseSettings):
     TWILIO_AUTH_TOKEN: SecretStr | None = None
 
     @field_validator("PUBLIC_URL", "TWILIO_AUTH_TOKEN", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class DialerSettings(BaseSettings):
+    """What `voicebridge dial` reads, from the same places: only the key it authorizes its
+    `POST /calls` with."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    VOICEBRIDGE_API_KEY: SecretStr | None = None
+
+    @field_validator("VOICEBRIDGE_API_KEY", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

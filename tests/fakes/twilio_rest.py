@@ -1,10 +1,15 @@
-"""A fake Twilio REST API on loopback: the call-update endpoint the bridge's call control uses.
+"""A fake Twilio REST API on loopback: the call-update and call-create endpoints the bridge uses.
 
 The real twilio `Client` talks to it over HTTP (point `TWILIO_API_BASE_URL` at ``fake.url``).
 It serves ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` as Twilio does:
 HTTP basic auth with the account SID and auth token, form fields ``Twiml`` / ``Status``, the
 call resource as JSON on success, and Twilio's error JSON (``code`` 20404 for a call that is
-over, 20003 for bad credentials). Every request is recorded with its ``time.monotonic()``
+over, 20003 for bad credentials). It also serves ``Calls.create`` (outbound calls,
+``POST /2010-04-01/Accounts/{AccountSid}/Calls.json``): 201 and a new call resource
+(``status`` ``queued``, ``direction`` ``outbound-api``), or Twilio's error (21201 no ``To``,
+21213 no ``From``, 21205 no ``Url``/``Twiml``, 21211 a ``To`` that is not a phone number, or
+``create_error``). Repeated fields (``StatusCallbackEvent``) are kept whole in
+``RestRequest.lists``. Every request is recorded with its ``time.monotonic()``
 arrival time, so a test can compare it with what the caller heard::
 
     with FakeTwilioRest("AC…", "token") as rest:
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +36,8 @@ from urllib.parse import parse_qs
 
 from tests.fakes._http import ThreadedHttpFake, read_body, send_json
 
+_CREATE_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls\.json$")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _CALL_PATH = re.compile(
     r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls/(?P<call>CA[0-9A-Za-z]+)\.json$"
 )
@@ -48,6 +56,10 @@ class RestRequest:
     headers: dict[str, str]
     status: int = 0
     """The HTTP status the fake answered."""
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    """Every form field with all its values (``StatusCallbackEvent`` repeats)."""
+    created: str | None = None
+    """The CallSid a ``Calls.create`` answered with."""
 
 
 @dataclass
@@ -64,6 +76,8 @@ class FakeTwilioRest(ThreadedHttpFake):
     fail_status: int | None = None
     delay_s: float = 0.0
     on_update: Callable[[RestRequest], None] | None = None
+    create_error: tuple[int, int, str] | None = None
+    """(HTTP status, Twilio code, message) every ``Calls.create`` fails with."""
     requests: list[RestRequest] = field(default_factory=list)
 
     _thread_name = "fake-twilio-rest"
@@ -76,6 +90,11 @@ class FakeTwilioRest(ThreadedHttpFake):
             for r in list(self.requests)
             if r.call_sid is not None and (call_sid is None or r.call_sid == call_sid)
         ]
+
+    def creates(self) -> list[RestRequest]:
+        """``Calls.create`` requests received, in arrival order."""
+        found = [r for r in list(self.requests) if r.path.split("?", 1)[0].endswith("/Calls.json")]
+        return sorted(found, key=lambda r: r.time)
 
     async def wait_for_request(self, n: int = 1, timeout: float = 5.0) -> RestRequest:
         """The ``n``-th request (1-based), waiting for it without blocking the event loop."""
@@ -91,11 +110,20 @@ class FakeTwilioRest(ThreadedHttpFake):
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         arrived = time.monotonic()
         body = read_body(handler).decode("utf-8", "replace")
-        form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-        match = _CALL_PATH.match(handler.path.split("?", 1)[0])
+        lists = parse_qs(body, keep_blank_values=True)
+        form = {k: v[-1] for k, v in lists.items()}
+        path = handler.path.split("?", 1)[0]
+        create = _CREATE_PATH.match(path)
+        match = _CALL_PATH.match(path)
         account = match["account"] if match else None
         call = match["call"] if match else None
-        status, payload = self._answer(handler, account, call, form)
+        created = None
+        if create is not None:
+            status, payload = self._create(handler, create["account"], form)
+            account = create["account"]
+            created = payload.get("sid") if status == 201 else None
+        else:
+            status, payload = self._answer(handler, account, call, form)
         request = RestRequest(
             arrived,
             handler.command,
@@ -105,6 +133,8 @@ class FakeTwilioRest(ThreadedHttpFake):
             form,
             {k: v for k, v in handler.headers.items()},
             status,
+            lists,
+            created,
         )
         self.requests.append(request)
         if match and handler.command == "POST" and self.on_update is not None:
@@ -146,6 +176,37 @@ class FakeTwilioRest(ThreadedHttpFake):
             "from": "+15550001111",
             "to": "+15550002222",
             "uri": path,
+        }
+
+    def _create(
+        self, handler: BaseHTTPRequestHandler, account: str, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        path = handler.path
+        if not self._authorized(handler.headers.get("Authorization")):
+            return 401, _error(20003, "Authenticate", 401)
+        if handler.command != "POST" or account != self.account_sid:
+            return 404, _error(20404, f"The requested resource {path} was not found", 404)
+        if "To" not in form:
+            return 400, _error(21201, "No 'To' number is specified", 400)
+        if "From" not in form:
+            return 400, _error(21213, "No 'From' number is specified", 400)
+        if "Url" not in form and "Twiml" not in form and "ApplicationSid" not in form:
+            return 400, _error(21205, "Url parameter is required.", 400)
+        if not _E164.match(form["To"]):
+            return 400, _error(21211, f"Invalid 'To' Phone Number: {form['To']}", 400)
+        if self.create_error is not None:
+            status, code, message = self.create_error
+            return status, _error(code, message, status)
+        sid = "CA" + secrets.token_hex(16)
+        return 201, {
+            "sid": sid,
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "status": "queued",
+            "direction": "outbound-api",
+            "from": form["From"],
+            "to": form["To"],
+            "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json",
         }
 
     def _authorized(self, header: str | None) -> bool:

@@ -1,0 +1,230 @@
+"""The outbound routes: `POST /calls` places a call, `/call-status` hears how it went.
+
+Thin like the app's other routes: the rules (what a body may say, how many calls go out how
+fast) are `bridge.outbound`'s, Twilio is `bridge.dialer`'s. `POST /calls` is the business's
+own API, not Twilio's: it is authorized by `Authorization: Bearer VOICEBRIDGE_API_KEY` and
+answers 404, as if it were not there, while no key is set. Twilio's callbacks are signed like
+every webhook.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from bridge.after_stream import CallFacts
+from bridge.caller_text import clean_sid, clean_text
+from bridge.calls import CallRegistry
+from bridge.dialer import CallPlaced, OutboundUrls, TwilioDialer
+from bridge.edge import read_body
+from bridge.logs import get_logger
+from bridge.outbound import (
+    ENDED_UNANSWERED,
+    DialError,
+    DialRequest,
+    OutboundLimits,
+    Refused,
+    parse_dial,
+)
+from bridge.persona import PersonaBook
+from bridge.settings import Settings
+
+__all__ = [
+    "AMD_STATUS_PATH",
+    "ANSWER_PATH",
+    "CALLS_PATH",
+    "CALL_STATUS_PATH",
+    "MAX_DIAL_BYTES",
+    "OutboundCall",
+    "OutboundDesk",
+    "outbound_router",
+]
+
+log = get_logger("voicebridge.outbound")
+
+CALLS_PATH = "/calls"
+ANSWER_PATH = "/outbound-answer"
+AMD_STATUS_PATH = "/amd-status"
+CALL_STATUS_PATH = "/call-status"
+MAX_DIAL_BYTES = 16 * 1024
+"""A `POST /calls` body: two numbers, a persona name and a context of at most 4 KiB."""
+TTL_MARGIN_S = 600.0
+"""An outbound call whose end Twilio never reports stops counting this long after the
+longest call could have lasted."""
+
+Signed = Callable[[Request, dict[str, str]], bool]
+FormReader = Callable[[Request], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCall:
+    """What the bridge knows of a call it placed, by CallSid, for its answer and its stream:
+    never in a URL."""
+
+    to: str
+    from_: str
+    persona: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutboundDesk:
+    """The process's outbound state: the limits, the dialer (None without Twilio
+    credentials), and the calls placed."""
+
+    limits: OutboundLimits
+    dialer: TwilioDialer | None
+    placed: CallFacts[OutboundCall]
+
+    @classmethod
+    def build(cls, settings: Settings) -> OutboundDesk:
+        ttl_s = settings.MAX_CALL_SECONDS + TTL_MARGIN_S
+        return cls(
+            limits=OutboundLimits(
+                settings.MAX_OUTBOUND_CALLS, settings.OUTBOUND_CALLS_PER_SECOND, ttl_s
+            ),
+            dialer=TwilioDialer.from_settings(settings),
+            placed=CallFacts(ttl_s=ttl_s),
+        )
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _authorized(header: str | None, key: str) -> bool:
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), key.encode())
+
+
+def outbound_router(
+    settings: Settings,
+    book: PersonaBook,
+    calls: CallRegistry,
+    desk: OutboundDesk,
+    signed: Signed,
+    read_form: FormReader,
+) -> APIRouter:
+    """The outbound routes of one app. `signed(request, form)` checks Twilio's signature;
+    `read_form(request)` reads a callback's form (capped) as the app's other routes do."""
+    router = APIRouter()
+
+    def urls_for(request: Request, dial: DialRequest) -> OutboundUrls:
+        host, scheme = request.headers.get("host"), request.url.scheme
+        answer = settings.callback_url(ANSWER_PATH, host, scheme)
+        return OutboundUrls(
+            answer=f"{answer}?persona={quote(dial.persona.name, safe='')}",
+            amd_status=settings.callback_url(AMD_STATUS_PATH, host, scheme),
+            call_status=settings.callback_url(CALL_STATUS_PATH, host, scheme),
+        )
+
+    @router.post(CALLS_PATH)
+    async def place_call(request: Request) -> Response:
+        """Place an outbound call (docs/reference.md, `POST /calls`)."""
+        if settings.VOICEBRIDGE_API_KEY is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        key = settings.VOICEBRIDGE_API_KEY.get_secret_value()
+        if not _authorized(request.headers.get("authorization"), key):
+            log.warning("outbound_call_refused", status=401, reason="bad or missing API key")
+            return JSONResponse(
+                {"error": "a valid 'Authorization: Bearer <VOICEBRIDGE_API_KEY>' is required"},
+                status_code=401,
+                headers={"www-authenticate": "Bearer"},
+            )
+        try:
+            dial = parse_dial(await read_body(request, MAX_DIAL_BYTES), book)
+        except DialError as exc:
+            log.warning("outbound_call_refused", status=exc.status, reason=exc.message)
+            return _error(exc.status, exc.message)
+        if desk.dialer is None:
+            reason = "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set: no calls can be placed"
+            log.warning("outbound_call_refused", status=503, reason=reason)
+            return _error(503, reason)
+        if calls.draining:
+            log.warning("outbound_call_refused", status=503, reason="draining")
+            return _error(503, "draining: this process is shutting down")
+        slot = desk.limits.reserve(time.monotonic())
+        if isinstance(slot, Refused):
+            log.info("outbound_call_refused", status=429, reason=slot.reason)
+            return JSONResponse(
+                {"error": slot.reason},
+                status_code=429,
+                headers={"retry-after": str(slot.retry_after_s)},
+            )
+        placed: CallPlaced | None = None
+        try:
+            # In its turn: Twilio's pace, one call every 1/rate seconds (`TwilioDialer`).
+            placed = await desk.dialer.place(dial.to, dial.from_, urls_for(request, dial))
+        finally:
+            if placed is None or placed.call_sid is None:
+                desk.limits.release(slot.ticket)
+        if placed.call_sid is None:
+            log.warning(
+                "outbound_call_failed",
+                to=dial.to,
+                persona=dial.persona.name,
+                http_status=placed.http_status,
+                code=placed.code,
+                error=placed.error,
+                duration_ms=placed.duration_ms,
+            )
+            return _error(
+                502,
+                "Twilio did not place the call",
+                twilio_code=placed.code,
+                twilio_message=placed.error,
+                twilio_status=placed.http_status,
+            )
+        desk.limits.placed(slot.ticket, placed.call_sid, time.monotonic())
+        desk.placed.record(
+            placed.call_sid, OutboundCall(dial.to, dial.from_, dial.persona.name, dial.context)
+        )
+        log.info(
+            "outbound_call_placed",
+            call_sid=placed.call_sid,
+            to=dial.to,
+            from_number=dial.from_,
+            persona=dial.persona.name,
+            duration_ms=placed.duration_ms,
+        )
+        return JSONResponse({"call_sid": placed.call_sid}, status_code=201)
+
+    @router.post(CALL_STATUS_PATH)
+    async def call_status(request: Request) -> Response:
+        """Twilio's status callback of a call placed here: its end frees its place."""
+        form = await read_form(request)
+        call_sid = clean_sid(form.get("CallSid"))
+        if not signed(request, form):
+            log.warning(
+                "call_status_rejected", call_sid=call_sid, reason="bad or missing signature"
+            )
+            return PlainTextResponse("invalid signature", status_code=403)
+        status = clean_text(form.get("CallStatus"), 32)
+        if status in ENDED_UNANSWERED or status == "completed":
+            counted = desk.limits.ended(call_sid)
+            desk.placed.take(call_sid)
+            (log.info if status == "completed" else log.warning)(
+                "outbound_call_ended",
+                call_sid=call_sid,
+                outcome=status,
+                known=counted,
+                duration_s=_int_or_none(form.get("CallDuration")),
+            )
+        else:
+            log.info("outbound_call_status", call_sid=call_sid, status=status)
+        return Response(status_code=204)
+
+    return router
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() and len(text) < 10 else None
