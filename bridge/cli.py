@@ -1,4 +1,4 @@
-"""`voicebridge` command line: serve, call, persona check (docs/reference.md, "Commands")."""
+"""`voicebridge` command line: serve, call, dial, persona check (docs/reference.md, "Commands")."""
 
 from __future__ import annotations
 
@@ -52,6 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-url",
         metavar="URL",
         help="the bridge's PUBLIC_URL, which signatures cover (default: PUBLIC_URL, else --url)",
+    )
+
+    dial = sub.add_parser("dial", help="place an outbound call through a running bridge")
+    dial.add_argument("to", metavar="TO", help="the number to call, E.164 (+12125550100)")
+    dial.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="bridge base URL")
+    dial.add_argument("--persona", metavar="NAME", help="the persona that calls (default: default)")
+    dial.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        help="the caller ID, E.164 (default: the persona's first number)",
+    )
+    dial.add_argument(
+        "--context", metavar="JSON", help="a JSON object the agent is told about the call"
     )
 
     persona = sub.add_parser("persona", help="persona files")
@@ -195,12 +209,23 @@ def _call(args: argparse.Namespace) -> int:
     return call_command(args.url, args.say, args.wav, args.dtmf, args.record, token, public_url)
 
 
+def _dial(args: argparse.Namespace) -> int:
+    from bridge.dial_cli import dial_command
+    from bridge.settings import DialerSettings
+
+    key = DialerSettings().VOICEBRIDGE_API_KEY
+    secret = key.get_secret_value() if key is not None else None
+    return dial_command(args.url, args.to, args.persona, args.from_, args.context, secret)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "call":
         return _call(args)
+    if args.command == "dial":
+        return _dial(args)
     if args.command == "persona":
         from bridge.persona import check_command
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
+from bridge.cli import main
 from bridge.outbound import (
     MAX_CONTEXT_BYTES,
     DialError,
@@ -324,3 +325,62 @@ async def test_fifty_at_once_only_the_allowed_reach_twilio_at_its_pace() -> None
             }
             gaps = [b.time - a.time for a, b in itertools.pairwise(creates)]
             assert len(gaps) == 3 and min(gaps) >= 1 / rate, gaps
+
+
+# --- voicebridge dial ---------------------------------------------------------------------------
+
+
+async def test_dial_places_the_call_through_the_bridge_and_prints_its_sid(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VOICEBRIDGE_API_KEY", API_KEY)
+    with FakeTwilioRest(ACCOUNT_SID, AUTH_TOKEN) as rest:
+        async with outbound_bridge(rest) as bridge:
+            argv = ["dial", CALLEE, "--url", bridge.base_url, "--persona", "sales"]
+            status = await asyncio.to_thread(main, [*argv, "--context", '{"order": 42}'])
+            assert status == 0
+            (create,) = rest.creates()
+            assert (create.form["To"], create.form["From"]) == (CALLEE, SALES_NUMBER)
+            assert create.created in capsys.readouterr().out.splitlines()  # with the log lines
+            held = bridge.app.state.outbound.placed.take(create.created)
+            assert held.context == {"order": 42}
+            monkeypatch.setenv("VOICEBRIDGE_API_KEY", "vb-wrong-key")
+            assert await asyncio.to_thread(main, argv) == 1
+            assert "HTTP 401" in capsys.readouterr().err
+            assert len(rest.creates()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "words"),
+    [
+        (["dial", "4155550123"], 2, "not an E.164"),
+        (["dial", CALLEE, "--from", "12"], 2, "--from '12'"),
+        (["dial", CALLEE, "--context", "{"], 2, "--context is not JSON"),
+        (["dial", CALLEE, "--context", "[1]"], 2, "must be a JSON object"),
+        (["dial", CALLEE, "--url", "127.0.0.1:8080"], 2, "expected http://"),
+        (
+            ["dial", CALLEE, "--url", "http://127.0.0.1:9"],
+            3,
+            "cannot reach http://127.0.0.1:9/calls",
+        ),
+    ],
+)
+def test_dial_says_what_is_wrong_with_its_exit_status(
+    argv: list[str],
+    status: int,
+    words: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VOICEBRIDGE_API_KEY", API_KEY)
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.startswith("voicebridge dial: ") and words in err, err
+
+
+def test_dial_without_a_key_stops_before_sending(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("VOICEBRIDGE_API_KEY", raising=False)
+    assert main(["dial", CALLEE, "--url", "http://127.0.0.1:9"]) == 2
+    assert "VOICEBRIDGE_API_KEY is not set" in capsys.readouterr().err
