@@ -57,7 +57,9 @@ class TransferNotAnswered:
         )
 
 
-DELIBERATE = frozenset({"agent_hangup", "max_duration", "idle", "caller_hangup"})
+DELIBERATE = frozenset(
+    {"agent_hangup", "max_duration", "idle", "caller_hangup", "voicemail", "machine"}
+)
 """End reasons that are not a failure of the agent: the call is over when the stream is."""
 
 OUTCOME_TTL_S = 600.0

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import twilio_stream as tw
 from bridge.after_stream import DELIBERATE, AfterStream, Fallback, Hangup, Transfer
+from bridge.call.detection import Detection, answer_for
 from bridge.call.effects import (
     BargeIn,
     CarryOut,
@@ -137,6 +138,7 @@ class Call:
         rules: CallRules = CallRules(),  # noqa: B008 (frozen)
         keypad: Keypad | None = None,
         opening: str | None = None,
+        detection: Detection | None = None,
     ) -> None:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
@@ -152,6 +154,13 @@ class Call:
         self._twilio_limit = rules.twilio_write_limit_bytes  # read on every drain
         self._audio_limit = rules.upstream_audio_backlog_bytes
         self._keypad = keypad
+        # A call the bridge placed waits for who answered (`answered_by`): until then its
+        # session does not answer speech by itself, and the greeting is held back.
+        self._detection = detection
+        self._session_wanted = session
+        if detection is not None:
+            quiet = replace(session.turn_detection, create_response=False)
+            self.session = replace(session, turn_detection=quiet)
 
         self._out = Outbox()
         self.stats = CallStats()
@@ -395,7 +404,7 @@ class Call:
             self._on_response_done(event, now)
         elif isinstance(event, ev.SessionUpdated):
             self._update_sent_at = None
-            if not self._greeted:
+            if not self._greeted and not self._awaiting_detection:
                 self._greeted = True
                 self._request_response(self._greeting_instructions())
         elif isinstance(event, ev.UpstreamError):
@@ -456,6 +465,42 @@ class Call:
     def upstream_rejected(self, reason: str) -> None:
         """A message from the upstream that the dialect could not read."""
         self._log("upstream_message_rejected", "warning", error=reason)
+
+    # Answering-machine detection (calls the bridge placed) ------------------------------------
+
+    @property
+    def _awaiting_detection(self) -> bool:
+        return self._detection is not None and not self._detection.decided
+
+    def answered_by(self, kind: str, now: float) -> None:
+        """Twilio's `AnsweredBy` for this call (`bridge.call.detection`): a person hears the
+        greeting; a machine, after its beep, the voicemail and then the hang-up."""
+        detection = self._detection
+        if detection is None or detection.decided or self.ended:
+            self._log("answered_by", answered_by=kind, then="ignore")
+            return
+        action = answer_for(kind, detection.voicemail is not None)
+        self._log("answered_by", answered_by=kind, then=action)
+        if action == "wait":
+            return
+        detection.decided = True
+        if action == "greet":
+            self._greet_after_detection(now)
+        elif action == "voicemail" and detection.voicemail is not None:
+            line = detection.voicemail
+            self.begin_handoff(
+                Handoff(kind="hangup", line=line, reason="voicemail", origin="limit"), now
+            )
+        else:
+            self.end("machine")
+
+    def _greet_after_detection(self, now: float) -> None:
+        """Back to the persona's turn detection, then the greeting once it is confirmed
+        (`session.updated`); a session not open yet is opened with it."""
+        self.session = self._session_wanted
+        if self._upstream_up and self._reconnect is None:
+            self._out.control.append(self.dialect.session_update(self.session))
+            self._update_sent_at = now
 
     def _greeting_instructions(self) -> str | None:
         if self.opening:
@@ -862,6 +907,11 @@ class Call:
             )
             return
         self._check_frozen(now)
+        detection = self._detection
+        if detection is not None and not detection.decided:
+            self.last_activity = now  # quiet on purpose: not idle until someone may speak
+            if now >= detection.deadline:
+                self.answered_by("unknown", now)  # no result from Twilio: greet, not silence
         progress = self._handoff
         if progress is not None and progress.overdue(now, self.rules.handoff_max_wait_s):
             self._log(

@@ -36,6 +36,7 @@ from bridge.persona.sections import (
     Fallback,
     Hours,
     Limits,
+    Outbound,
     Phone,
     Section,
     Tools,
@@ -192,6 +193,8 @@ class Persona(Section):
     hours: Hours | None = None
     limits: Limits = Field(default_factory=Limits)
     fallback: Fallback = Field(default_factory=Fallback)
+    outbound: Outbound | None = None
+    """Calls this persona places (`POST /calls`); unset, they open with `greeting`."""
     mcp_servers: Annotated[dict[str, McpServer], AfterValidator(server_names)] = Field(
         default_factory=dict
     )
@@ -319,17 +322,35 @@ class Persona(Section):
             text = self.hours.after_hours_instructions
         return self.render(text, at, caller_number)
 
+    def outbound_greeting_for(self, at: datetime | None = None, callee_number: str = "") -> str:
+        """The first words of a call this persona placed: `outbound.greeting`, else its
+        greeting."""
+        text = self.outbound.greeting if self.outbound is not None else self.greeting
+        return self.render(text, at, callee_number)
+
+    def voicemail_for(self, at: datetime | None = None, callee_number: str = "") -> str | None:
+        """The message left on a machine that answered a call this persona placed; None:
+        hang up without one."""
+        if self.outbound is None or self.outbound.voicemail is None:
+            return None
+        return self.render(self.outbound.voicemail, at, callee_number)
+
     def session_config(
         self,
         audio_format: AudioFormat,
         caller_number: str = "",
         tools: Iterable[FunctionTool] = (),
         at: datetime | None = None,
+        outbound: bool = False,
     ) -> SessionConfig:
         """The dialect-neutral session of one call. `tools` are the function tools built for
-        this persona's `tools` section (the tools module owns their schemas)."""
+        this persona's `tools` section (the tools module owns their schemas). A call the
+        persona placed (`outbound`) uses `outbound.instructions` when it has them."""
+        instructions = self.instructions_for(at, caller_number)
+        if outbound and self.outbound is not None and self.outbound.instructions is not None:
+            instructions = self.render(self.outbound.instructions, at, caller_number)
         return SessionConfig(
-            instructions=self.instructions_for(at, caller_number),
+            instructions=instructions,
             voice=self.voice,
             audio_format=audio_format,
             speed=self.speed,

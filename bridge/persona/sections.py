@@ -316,6 +316,17 @@ class Limits(Section):
     goodbye: Template = "I'm sorry, we have reached the time limit for this call. Goodbye."
 
 
+class Outbound(Section):
+    """What the agent says on calls it places (`POST /calls`): the callee did not call, so
+    the opening differs; a machine that answers gets `voicemail` after its beep (unset: the
+    call hangs up without a message)."""
+
+    greeting: Template
+    instructions: Template | None = None
+    """Replaces the persona's `instructions` on its outbound calls; unset keeps them."""
+    voicemail: Template | None = None
+
+
 class Fallback(Section):
     """What the caller hears when the model is unreachable: an apology, then a transfer to a
     human (`transfer_to`, a transfer target) or a hang-up."""
