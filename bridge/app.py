@@ -130,11 +130,6 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             request.headers.get("x-twilio-signature"),
         )
 
-    # Outbound calls: `POST /calls` and Twilio's callbacks about them (bridge/outbound_routes.py).
-    outbound = OutboundDesk.build(settings)
-    app.state.outbound = outbound
-    app.include_router(outbound_router(settings, book, calls, outbound, signed, _form))
-
     @app.api_route("/incoming-call", methods=["GET", "POST"])
     async def incoming_call(request: Request) -> Response:
         form = await _form(request)
@@ -241,6 +236,11 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             error=clean_text(form.get("StreamError"), 512) or None,
         )
         return Response(status_code=204)
+
+    # Outbound calls: `POST /calls` and Twilio's callbacks about them (bridge/outbound_routes.py).
+    outbound = OutboundDesk.build(settings, services.dialled)
+    app.state.outbound = outbound
+    app.include_router(outbound_router(services, calls, outbound, signed, _form, stream_twiml))
 
     @app.get("/metrics")
     async def metrics_route() -> Response:

@@ -9,6 +9,7 @@ and shutdown work through it too.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -79,6 +80,16 @@ class CallRegistry:
         if not self._sids:
             self.idle.set()
         metrics.ACTIVE_CALLS.set(self.active_calls)
+
+    def answered_by(self, call_sid: str, kind: str) -> bool:
+        """Twilio's answering-machine detection for a live call this process placed: its core
+        decides the opening (`Call.answered_by`). False when no stream of it is live here."""
+        for runtime in self.runtimes:
+            if runtime.call.call_sid == call_sid:
+                runtime.call.answered_by(kind, time.monotonic())
+                runtime.drain()
+                return True
+        return False
 
     def serve(self, coro: Coroutine[Any, Any, None]) -> None:
         """A media-stream socket completed its handshake: serve it in its own task."""

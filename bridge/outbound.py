@@ -26,10 +26,12 @@ __all__ = [
     "MAX_PACE_WAIT_S",
     "DialError",
     "DialRequest",
+    "OutboundCall",
     "OutboundLimits",
     "Refused",
     "Slot",
     "parse_dial",
+    "with_context",
 ]
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -121,6 +123,29 @@ def parse_dial(body: bytes, book: PersonaBook) -> DialRequest:
     if len(json.dumps(context, ensure_ascii=False).encode()) > MAX_CONTEXT_BYTES:
         raise DialError(422, f"context: over {MAX_CONTEXT_BYTES} bytes as JSON")
     return DialRequest(to=to, from_=from_, persona=persona, context=context)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCall:
+    """What the bridge knows of a call it placed, by CallSid, for its stream: never in a
+    URL Twilio holds."""
+
+    to: str
+    from_: str
+    persona: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def with_context(instructions: str, context: dict[str, Any]) -> str:
+    """The session instructions of a call placed with a `context`: the persona's, then the
+    facts the business's systems gave, as JSON the model reads."""
+    if not context:
+        return instructions
+    facts = json.dumps(context, ensure_ascii=False, sort_keys=True)
+    return (
+        f"{instructions}\n\nYou placed this call. What the business's systems say about it "
+        f"(JSON): {facts}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,13 @@
-"""The outbound routes: `POST /calls` places a call, `/call-status` hears how it went.
+"""The outbound routes: `POST /calls` places a call; Twilio's callbacks about it connect it
+(`/outbound-answer`), say who answered (`/amd-status`) and how it went (`/call-status`).
 
 Thin like the app's other routes: the rules (what a body may say, how many calls go out how
 fast) are `bridge.outbound`'s, Twilio is `bridge.dialer`'s. `POST /calls` is the business's
 own API, not Twilio's: it is authorized by `Authorization: Bearer VOICEBRIDGE_API_KEY` and
 answers 404, as if it were not there, while no key is set. Twilio's callbacks are signed like
-every webhook.
+every webhook. The detection result reaches the live call through the registry of live
+calls (`CallRegistry.answered_by`), or, when it comes before the stream has started, waits in
+`Services.answered_by` for it.
 """
 
 from __future__ import annotations
@@ -12,29 +15,34 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from twilio.twiml.voice_response import VoiceResponse
 
 from bridge.after_stream import CallFacts
-from bridge.caller_text import clean_sid, clean_text
+from bridge.caller_text import clean_number, clean_sid, clean_text
 from bridge.calls import CallRegistry
 from bridge.dialer import CallPlaced, OutboundUrls, TwilioDialer
 from bridge.edge import read_body
 from bridge.logs import get_logger
 from bridge.outbound import (
+    ANSWERED_BY,
     ENDED_UNANSWERED,
     DialError,
     DialRequest,
+    OutboundCall,
     OutboundLimits,
     Refused,
     parse_dial,
 )
-from bridge.persona import PersonaBook
+from bridge.persona import Persona
+from bridge.services import Services
 from bridge.settings import Settings
+from bridge.twiml import hangup_twiml
 
 __all__ = [
     "AMD_STATUS_PATH",
@@ -42,7 +50,6 @@ __all__ = [
     "CALLS_PATH",
     "CALL_STATUS_PATH",
     "MAX_DIAL_BYTES",
-    "OutboundCall",
     "OutboundDesk",
     "outbound_router",
 ]
@@ -61,17 +68,7 @@ longest call could have lasted."""
 
 Signed = Callable[[Request, dict[str, str]], bool]
 FormReader = Callable[[Request], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundCall:
-    """What the bridge knows of a call it placed, by CallSid, for its answer and its stream:
-    never in a URL."""
-
-    to: str
-    from_: str
-    persona: str
-    context: dict[str, Any] = field(default_factory=dict)
+StreamTwiml = Callable[[Request, str, Persona, str, str], VoiceResponse]
 
 
 @dataclass
@@ -84,14 +81,14 @@ class OutboundDesk:
     placed: CallFacts[OutboundCall]
 
     @classmethod
-    def build(cls, settings: Settings) -> OutboundDesk:
+    def build(cls, settings: Settings, placed: CallFacts[OutboundCall]) -> OutboundDesk:
         ttl_s = settings.MAX_CALL_SECONDS + TTL_MARGIN_S
         return cls(
             limits=OutboundLimits(
                 settings.MAX_OUTBOUND_CALLS, settings.OUTBOUND_CALLS_PER_SECOND, ttl_s
             ),
             dialer=TwilioDialer.from_settings(settings),
-            placed=CallFacts(ttl_s=ttl_s),
+            placed=placed,
         )
 
 
@@ -107,16 +104,18 @@ def _authorized(header: str | None, key: str) -> bool:
 
 
 def outbound_router(
-    settings: Settings,
-    book: PersonaBook,
+    services: Services,
     calls: CallRegistry,
     desk: OutboundDesk,
     signed: Signed,
     read_form: FormReader,
+    stream_twiml: StreamTwiml,
 ) -> APIRouter:
     """The outbound routes of one app. `signed(request, form)` checks Twilio's signature;
-    `read_form(request)` reads a callback's form (capped) as the app's other routes do."""
+    `read_form(request)` reads a callback's form (capped) as the app's other routes do;
+    `stream_twiml(request, call_sid, persona, caller, called)` is the app's `<Connect><Stream>`."""
     router = APIRouter()
+    settings, book = services.settings, services.personas
 
     def urls_for(request: Request, dial: DialRequest) -> OutboundUrls:
         host, scheme = request.headers.get("host"), request.url.scheme
@@ -197,6 +196,60 @@ def outbound_router(
             duration_ms=placed.duration_ms,
         )
         return JSONResponse({"call_sid": placed.call_sid}, status_code=201)
+
+    @router.post(ANSWER_PATH)
+    async def outbound_answer(request: Request) -> Response:
+        """Twilio's `Url` of a call placed here, as the callee answers: the stream, as for
+        an inbound call, with the callee as the "caller" of the persona's templates and our
+        number as the one a transfer calls from."""
+        form = await read_form(request)
+        call_sid = clean_sid(form.get("CallSid"))
+        if not signed(request, form):
+            log.warning(
+                "outbound_answer_rejected", call_sid=call_sid, reason="bad or missing signature"
+            )
+            return PlainTextResponse("invalid signature", status_code=403)
+        name = clean_text(request.query_params.get("persona"), 64)
+        persona = book.get(name) if name else None
+        if persona is None:
+            log.warning("persona_unknown", persona=name, using=book.default.name)
+            persona = book.default
+        if not calls.accepting:
+            log.warning(
+                "outbound_answer_rejected",
+                call_sid=call_sid,
+                reason="draining" if calls.draining else "at capacity",
+            )
+            return Response(content=str(hangup_twiml()), media_type="text/xml")
+        callee, ours = clean_number(form.get("To")), clean_number(form.get("From"))
+        log.info("outbound_answer", call_sid=call_sid, persona=persona.name)
+        twiml = stream_twiml(request, call_sid, persona, callee, ours)
+        return Response(content=str(twiml), media_type="text/xml")
+
+    @router.post(AMD_STATUS_PATH)
+    async def amd_status(request: Request) -> Response:
+        """Twilio's `AsyncAmdStatusCallback`: who answered, for the live call (or its stream
+        to come)."""
+        form = await read_form(request)
+        call_sid = clean_sid(form.get("CallSid"))
+        if not signed(request, form):
+            log.warning("amd_status_rejected", call_sid=call_sid, reason="bad or missing signature")
+            return PlainTextResponse("invalid signature", status_code=403)
+        answered_by = clean_text(form.get("AnsweredBy"), 32)
+        if answered_by not in ANSWERED_BY:
+            log.warning("amd_status_rejected", call_sid=call_sid, reason="unknown AnsweredBy")
+            answered_by = "unknown"  # the agent greets rather than stay silent
+        live = calls.answered_by(call_sid, answered_by)
+        if not live:
+            services.answered_by.record(call_sid, answered_by)
+        log.info(
+            "amd_status",
+            call_sid=call_sid,
+            answered_by=answered_by,
+            live=live,
+            detection_ms=_int_or_none(form.get("MachineDetectionDuration")),
+        )
+        return Response(status_code=204)
 
     @router.post(CALL_STATUS_PATH)
     async def call_status(request: Request) -> Response:

@@ -7,11 +7,12 @@ the call core's) or the set of live calls (`bridge.calls.CallRegistry`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.after_stream import CallFacts, StreamOutcomes, TransferNotAnswered
 from bridge.logs import get_logger
+from bridge.outbound import OutboundCall
 from bridge.persona import Persona, PersonaBook
 from bridge.realtime.entra import EntraTokens
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
@@ -67,6 +68,10 @@ class Services:
     """How each ended stream wants its call to go on, for the `<Connect>` action."""
     resumes: CallFacts[TransferNotAnswered]
     """Calls coming back to the agent after a transfer nobody answered, for their new stream."""
+    dialled: CallFacts[OutboundCall] = field(default_factory=CallFacts)
+    """Calls this process placed (`POST /calls`), for their stream: persona, context."""
+    answered_by: CallFacts[str] = field(default_factory=CallFacts)
+    """Detection results (`/amd-status`) that came before their call's stream started."""
     watchers: CallWatchers | None = None
     tools: ToolCatalogue | None = None
     """Each call's tools (`tools_for`); its MCP listings live from the app's start-up to its

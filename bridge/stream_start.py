@@ -20,10 +20,12 @@ from bridge import metrics
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
 from bridge.call import Call, CallRules
+from bridge.call.detection import DETECTION_WAIT_S, Detection
 from bridge.caller_text import clean_number
 from bridge.calls import CallRegistry
 from bridge.errors import describe
 from bridge.logs import get_logger
+from bridge.outbound import with_context
 from bridge.persona import Persona
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig
@@ -182,28 +184,45 @@ async def _run_call(
         catalogue.tools_for(persona) if catalogue is not None else build_tools(persona, settings)
     )
     resume = services.resumes.take(start.call_sid)  # back from a transfer nobody answered
+    dialled = services.dialled.take(start.call_sid)  # placed by this process (POST /calls)
     env = ToolEnv(persona, settings, start.call_sid, caller, called)
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
         return keypad.decide(persona, digit, env)
 
+    session = session_for(
+        persona.session_config(
+            audio_mode,
+            caller_number=caller,
+            at=at,
+            tools=tools.function_tools,
+            outbound=dialled is not None,
+        ),
+        settings,
+    )
+    greeting, detection = persona.greeting_for(at, caller), None
+    if dialled is not None:  # the persona's outbound opening, after who answered is known
+        session = replace(session, instructions=with_context(session.instructions, dialled.context))
+        greeting = persona.outbound_greeting_for(at, caller)
+        detection = Detection(
+            persona.voicemail_for(at, caller), time.monotonic() + DETECTION_WAIT_S
+        )
     call = Call(
         stream_sid=start.stream_sid,
         call_sid=start.call_sid,
         dialect=Dialect(settings.dialect),
         audio=make_pipeline(audio_mode),
-        session=session_for(
-            persona.session_config(
-                audio_mode, caller_number=caller, at=at, tools=tools.function_tools
-            ),
-            settings,
-        ),
-        greeting=persona.greeting_for(at, caller),
+        session=session,
+        greeting=greeting,
         opening=resume.opening() if resume is not None else None,
         started_at=time.monotonic(),
         rules=call_rules(persona, services, caller),
         keypad=on_key,
+        detection=detection,
     )
+    early = services.answered_by.take(start.call_sid) if dialled is not None else None
+    if early is not None:  # `/amd-status` came before the stream started
+        call.answered_by(early, time.monotonic())
     started = {
         "from": caller,
         "to": called,
