@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     dial.add_argument(
         "--context", metavar="JSON", help="a JSON object the agent is told about the call"
     )
+    dial.add_argument(
+        "--answer",
+        choices=("human", "machine"),
+        default="human",
+        help="offline (a bridge without Twilio): who answers the simulated call (default human)",
+    )
 
     persona = sub.add_parser("persona", help="persona files")
     persona_sub = persona.add_subparsers(dest="persona_command", required=True)
@@ -215,7 +221,9 @@ def _dial(args: argparse.Namespace) -> int:
 
     key = DialerSettings().VOICEBRIDGE_API_KEY
     secret = key.get_secret_value() if key is not None else None
-    return dial_command(args.url, args.to, args.persona, args.from_, args.context, secret)
+    return dial_command(
+        args.url, args.to, args.persona, args.from_, args.context, secret, args.answer
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ calls (`CallRegistry.answered_by`), or, when it comes before the stream has star
 from __future__ import annotations
 
 import hmac
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from bridge.outbound import (
     OutboundCall,
     OutboundLimits,
     Refused,
+    Slot,
     parse_dial,
 )
 from bridge.persona import Persona
@@ -144,8 +146,8 @@ def outbound_router(
         except DialError as exc:
             log.warning("outbound_call_refused", status=exc.status, reason=exc.message)
             return _error(exc.status, exc.message)
-        if desk.dialer is None:
-            reason = "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set: no calls can be placed"
+        if desk.dialer is None and settings.signed:
+            reason = "TWILIO_ACCOUNT_SID is not set: no calls can be placed"
             log.warning("outbound_call_refused", status=503, reason=reason)
             return _error(503, reason)
         if calls.draining:
@@ -159,6 +161,8 @@ def outbound_router(
                 status_code=429,
                 headers={"retry-after": str(slot.retry_after_s)},
             )
+        if desk.dialer is None:
+            return simulated(dial, slot)
         placed: CallPlaced | None = None
         try:
             # In its turn: Twilio's pace, one call every 1/rate seconds (`TwilioDialer`).
@@ -196,6 +200,31 @@ def outbound_router(
             duration_ms=placed.duration_ms,
         )
         return JSONResponse({"call_sid": placed.call_sid}, status_code=201)
+
+    def simulated(dial: DialRequest, slot: Slot) -> Response:
+        """Local mode (no Twilio credentials): nobody to ring. The call is placed in this
+        process only, for `voicebridge dial` to play Twilio's part and the callee's."""
+        call_sid = "CA" + secrets.token_hex(16)
+        desk.limits.placed(slot.ticket, call_sid, time.monotonic())
+        desk.placed.record(
+            call_sid, OutboundCall(dial.to, dial.from_, dial.persona.name, dial.context)
+        )
+        log.info(
+            "outbound_call_placed",
+            call_sid=call_sid,
+            to=dial.to,
+            from_number=dial.from_,
+            persona=dial.persona.name,
+            simulated=True,
+        )
+        body = {
+            "call_sid": call_sid,
+            "simulated": True,
+            "persona": dial.persona.name,
+            "from": dial.from_,
+            "answer_url": f"{ANSWER_PATH}?persona={quote(dial.persona.name, safe='')}",
+        }
+        return JSONResponse(body, status_code=201)
 
     @router.post(ANSWER_PATH)
     async def outbound_answer(request: Request) -> Response:

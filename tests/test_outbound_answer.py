@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from twilio.request_validator import RequestValidator
 
+from bridge.cli import main
 from bridge.persona import Outbound, Persona, PersonaBook
 from bridge.sim import TwilioMediaStream
 from bridge.sim.webhook import parse_connect_twiml, webhook_params
@@ -190,3 +192,57 @@ async def test_a_result_before_the_stream_is_kept_for_it() -> None:
                 got = await client.post(url, data=form, headers={"x-twilio-signature": signature})
             assert (forged.status_code, got.status_code) == (403, 204)
             assert bridge.services.answered_by.take("CA" + "7" * 32) == "fax"
+
+
+# --- offline: voicebridge dial plays Twilio and the callee ------------------------------------
+
+
+@asynccontextmanager
+async def local_bridge(fake: FakeRealtimeServer) -> AsyncIterator[RunningBridge]:
+    settings = make_settings(
+        OPENAI_API_KEY=OPENAI_KEY, REALTIME_URL=fake.url, VOICEBRIDGE_API_KEY=API_KEY
+    )
+    async with running_bridge(settings, clinic()) as bridge:  # type: ignore[arg-type]
+        yield bridge
+
+
+async def test_offline_a_machine_answers_and_hears_the_voicemail(
+    logs: LogCapture,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("VOICEBRIDGE_API_KEY", API_KEY)
+    async with FakeRealtimeServer("ga", script=[[Say(VOICEMAIL, 800)]]) as fake:
+        async with local_bridge(fake) as bridge:
+            argv = ["dial", CALLEE, "--url", bridge.base_url, "--answer", "machine"]
+            assert await asyncio.to_thread(main, argv) == 0
+            session = fake.sessions[0]
+            (line,) = session.client_events("response.create")
+            assert VOICEMAIL in line["response"]["instructions"]
+            assert bridge.app.state.outbound.limits.live == 0  # /call-status said completed
+    out = capsys.readouterr().out
+    assert "[detection] answered by machine_end_beep" in out
+    assert "the bridge ended it (close 1000" in out
+    (ended,) = logs.events("call_ended")
+    assert ended["reason"] == "voicemail"
+    (placed,) = logs.events("outbound_call_placed")
+    assert placed["simulated"] is True
+
+
+async def test_offline_a_person_answers_and_hears_the_greeting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VOICEBRIDGE_API_KEY", API_KEY)
+    async with FakeRealtimeServer("ga", script=[[Say(GREETING, 800)]]) as fake:
+        async with local_bridge(fake) as bridge:
+            argv = ["dial", CALLEE, "--url", bridge.base_url, "--context", '{"slot": "Tue"}']
+            assert await asyncio.to_thread(main, argv) == 0
+            session = fake.sessions[0]
+            (greeting,) = session.client_events("response.create")
+            assert GREETING in greeting["response"]["instructions"]
+            first = session.client_events("session.update")[0]
+            assert '{"slot": "Tue"}' in first["session"]["instructions"]
+    out = capsys.readouterr().out
+    assert "[detection] answered by human" in out
+    assert "agent  : 0.8 s of speech" in out
+    assert "the caller hung up" in out

@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import numpy as np
@@ -42,7 +42,7 @@ from bridge.sim.inputs import (
 )
 from bridge.sim.media_stream import CloseInfo, TwilioMediaStream
 from bridge.sim.recording import call_timeline, write_stereo_wav
-from bridge.sim.webhook import continue_after_stream, place_call
+from bridge.sim.webhook import StreamTarget, continue_after_stream, place_call
 
 __all__ = [
     "EXIT_FAILED",
@@ -50,9 +50,11 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNREACHABLE",
     "CallReport",
+    "Printer",
     "call_command",
     "read_wav_ulaw",
     "run_call",
+    "run_plan",
     "summary",
     "tts_ulaw",
 ]
@@ -242,25 +244,40 @@ async def run_call(
     refuses the call, httpx or OS errors when it cannot be reached.
     """
     plan = plan_call(url, says=says, wav=wav, dtmf=dtmf, record=record, public_url=public_url)
-    return await _run(plan, auth_token, out)
+    return await run_plan(plan, auth_token, out)
 
 
-async def _run(plan: CallPlan, auth_token: str | None, out: Printer) -> CallReport:
+async def run_plan(
+    plan: CallPlan,
+    auth_token: str | None,
+    out: Printer,
+    target: StreamTarget | None = None,
+    beside: Coroutine[Any, Any, None] | None = None,
+) -> CallReport:
+    """One call: rung through the webhook, or, given its `target`, already answered (an
+    outbound call, `bridge.sim.dial`); `beside` runs while the caller plays (Twilio's
+    detection callback)."""
     report = CallReport()
-    target = await place_call(plan.url, auth_token=auth_token, sign_base=plan.sign_base)
+    if target is None:
+        target = await place_call(plan.url, auth_token=auth_token, sign_base=plan.sign_base)
+        out(f"calling {plan.url} (CallSid {target.call_sid})")
     report.call_sid = target.call_sid
-    out(f"calling {plan.url} (CallSid {target.call_sid})")
     stream = TwilioMediaStream(
         target, auth_token=auth_token, connect_url=_stream_url_on(plan.url, target.url)
     )
     await stream.connect()
     listener = _Listener(stream, report, out)
+    side = asyncio.ensure_future(beside) if beside is not None else None
     try:
         try:
             await _play_caller(stream, listener, plan, report)
+            if side is not None:
+                await side
         except StreamClosed:
             pass
         finally:
+            if side is not None and not side.done():
+                side.cancel()
             await _hang_up(stream, report, plan.record)
     except BaseException:
         listener.cancel()
@@ -424,7 +441,7 @@ def call_command(
         fail(str(exc))
         return EXIT_INPUT
     try:
-        report = asyncio.run(_run(plan, auth_token, out))
+        report = asyncio.run(run_plan(plan, auth_token, out))
     except (CallRejected, StreamRejected) as exc:
         fail(f"the bridge refused the call: {exc}")
         return EXIT_FAILED
