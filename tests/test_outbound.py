@@ -384,3 +384,19 @@ def test_dial_without_a_key_stops_before_sending(
     monkeypatch.delenv("VOICEBRIDGE_API_KEY", raising=False)
     assert main(["dial", CALLEE, "--url", "http://127.0.0.1:9"]) == 2
     assert "VOICEBRIDGE_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_the_api_key_is_a_secret_scrubbed_from_logs_and_blank_is_unset() -> None:
+    settings = make_settings(VOICEBRIDGE_API_KEY=API_KEY)
+    assert API_KEY in settings.secrets() and API_KEY not in repr(settings)
+    assert make_settings(VOICEBRIDGE_API_KEY="  ").VOICEBRIDGE_API_KEY is None
+    assert (settings.MAX_OUTBOUND_CALLS, settings.OUTBOUND_CALLS_PER_SECOND) == (10, 1.0)
+
+
+async def test_a_draining_bridge_places_no_call() -> None:
+    with FakeTwilioRest(ACCOUNT_SID, AUTH_TOKEN) as rest:
+        async with outbound_bridge(rest) as bridge:
+            bridge.calls.draining = True
+            answer = await post_calls(bridge, {"to": CALLEE, "persona": "sales"})
+            assert answer.status_code == 503 and "draining" in answer.json()["error"]
+        assert rest.creates() == []
