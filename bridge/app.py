@@ -22,6 +22,7 @@ from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
+from bridge.call_events import CLOSE_TIMEOUT_S, unavailable_integrations
 from bridge.caller_text import clean_number, clean_sid
 from bridge.calls import CallRegistry
 from bridge.edge import read_form
@@ -98,6 +99,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
     calls = CallRegistry(settings.MAX_CONCURRENT_CALLS)
     for entry in unavailable_tools(book, settings):
         log.warning("tool_unavailable", **asdict(entry))
+    for problem in unavailable_integrations(book, settings):
+        log.warning("integration_unavailable", **asdict(problem))
 
     def on_stream(ws: TwilioSocket) -> None:
         calls.serve(handle_media_stream(ws, services, calls))
@@ -119,6 +122,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             gc.collect()
             gc.freeze()
             lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
+            if services.call_events is not None:
+                await services.call_events.start()
             try:
                 yield
             finally:
@@ -126,6 +131,11 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 with contextlib.suppress(asyncio.CancelledError):
                     await lag
                 await calls.close_all()
+                # The calls' last events and recordings: bounded, after the calls' drain.
+                if services.recordings is not None:
+                    await services.recordings.aclose()
+                if services.call_events is not None:
+                    await services.call_events.aclose(time.monotonic() + CLOSE_TIMEOUT_S)
 
     app = FastAPI(
         title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge.call_events import CallEvents
 from bridge.logs import get_logger
 from bridge.persona import Persona, PersonaBook
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
+from bridge.recording import RecordingWriter
 from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.tools.call_control import TwilioCallControl
@@ -57,6 +59,10 @@ class Services:
     control: TwilioCallControl | None
     """Twilio REST call control; None without credentials (local mode)."""
     watchers: CallWatchers | None = None
+    call_events: CallEvents | None = None
+    """The sender of call events to the business (`start`/`aclose` at the app's lifespan)."""
+    recordings: RecordingWriter | None = None
+    """The thread that writes call recordings (`aclose` at the app's end)."""
 
     @classmethod
     def build(
@@ -75,6 +81,8 @@ class Services:
             tokens=tokens,
             control=TwilioCallControl.from_settings(settings),
             watchers=watchers,
+            call_events=CallEvents.from_settings(settings),
+            recordings=RecordingWriter(),
         )
 
     def persona_for(self, name: str | None) -> Persona:

@@ -43,6 +43,7 @@ from bridge.call import (
     RunTool,
     TranscriptLine,
 )
+from bridge.call_report import CallReport
 from bridge.caller_text import clean_number
 from bridge.calls import CallRegistry
 from bridge.errors import describe
@@ -108,8 +109,10 @@ class CallRuntime:
         services: Services,
         tools: ToolRunner,
         webhook_at: float | None,
+        report: CallReport | None = None,
     ) -> None:
         self.call = call
+        self.report = report  # the call's events and record for the business
         self.twilio = twilio
         self.upstream = upstream
         self.services = services
@@ -207,9 +210,13 @@ class CallRuntime:
                     metrics.UPSTREAM_ERRORS.labels(code="connection_lost").inc()
                 if effect.event in WATCHED_EVENTS:
                     self._publish({"event": effect.event, **effect.fields})
+                if effect.event == "tool_call" and self.report is not None:
+                    self.report.tool_call(effect.fields)
             elif isinstance(effect, TranscriptLine):
                 log.info("transcript", **effect.fields)
                 self._publish({"event": "transcript", **effect.fields})
+                if self.report is not None:
+                    self.report.transcript_line(effect.fields)
             elif isinstance(effect, Measure):
                 if effect.name == "turn_latency":
                     metrics.TURN_LATENCY.observe(effect.value)
@@ -309,6 +316,8 @@ class CallRuntime:
             raise
         self.call.tool_finished(function_call, args, result, _ms_since(started), time.monotonic())
         self.drain()
+        if self.report is not None:  # its `tool_call` line was just applied
+            self.report.tool_result(function_call.name, result.output)
 
     async def _carry_out(self, handoff: Handoff) -> None:
         control = self.services.control
@@ -397,6 +406,8 @@ class CallRuntime:
                 await self.twilio.close(close_code)
         self.sync_metrics()
         finish(call, self)
+        if self.report is not None:
+            await self.report.ended(call)
         self.ended.set()
 
     def sync_metrics(self) -> None:
@@ -585,6 +596,16 @@ async def _run_call(
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
         return keypad.decide(persona, digit, env, can_transfer=can_transfer)
 
+    started_at = time.monotonic()
+    report = CallReport.for_call(
+        services,
+        persona,
+        call_sid=start.call_sid,
+        caller=caller,
+        called=called,
+        at=at,
+        started_at=started_at,
+    )
     call = Call(
         stream_sid=start.stream_sid,
         call_sid=start.call_sid,
@@ -597,9 +618,10 @@ async def _run_call(
             tools=tuple(tool.function_tool for tool in tools.values()),
         ),
         greeting=persona.greeting_for(at, caller),
-        started_at=time.monotonic(),
+        started_at=started_at,
         rules=call_rules(persona, services, caller),
         keypad=on_key,
+        recorder=report.recorder,
     )
     started = {
         "from": caller,
@@ -612,12 +634,14 @@ async def _run_call(
     if services.watchers is not None:
         line = {"event": "call_started", **started, "call_sid": start.call_sid}
         services.watchers.publish(start.call_sid, line)
+    report.started()
     target = services.upstream.target()
     try:
         upstream = await connect(target)
     except Exception as exc:  # any failure to open: DNS, TLS, 401, timeout
         log.error("upstream_connect_failed", url=target.safe_url, error=describe(exc))
         finish(call, _LogOnly(services), "upstream_failed")
+        await report.ended(call)
         # Closing the stream lets Twilio continue with the TwiML after </Connect>:
         # the fallback apology, so the caller is never left in silence.
         await ws.close(CLOSE_UPSTREAM_FAILED, "upstream unavailable")
@@ -629,6 +653,7 @@ async def _run_call(
         services=services,
         tools=ToolRunner(tools, env),
         webhook_at=_float_or_none(params.get("webhook_at")) or stream_opened_at,
+        report=report,
     )
     calls.runtimes.add(runtime)
     try:
