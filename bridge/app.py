@@ -23,6 +23,7 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge import metrics
 from bridge.call_events import CLOSE_TIMEOUT_S, unavailable_integrations
+from bridge.call_report import RECORDING_STATUS_PATH, report_twilio_recording
 from bridge.caller_text import clean_number, clean_sid
 from bridge.calls import CallRegistry
 from bridge.edge import read_form
@@ -201,6 +202,15 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             status=form.get("StreamEvent", ""),
             error=form.get("StreamError"),
         )
+        return Response(status_code=204)
+
+    @app.post(RECORDING_STATUS_PATH)
+    async def recording_status(request: Request) -> Response:
+        form = await _form(request)
+        if not signed(request, form):
+            log.warning("recording_status_rejected", reason="bad or missing signature")
+            return PlainTextResponse("invalid signature", status_code=403)
+        report_twilio_recording(services, form, request.query_params.get("persona", ""))
         return Response(status_code=204)
 
     @app.get("/metrics")

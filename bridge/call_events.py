@@ -87,7 +87,7 @@ def unavailable_integrations(book: PersonaBook, settings: Settings) -> list[Unav
     return out
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # one object per delivery: hashed by identity
 class _Delivery:
     event_id: str
     event_type: str

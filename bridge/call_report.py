@@ -140,3 +140,33 @@ class CallReport:
     def _send(self, event_type: str, data: dict[str, Any]) -> None:
         if self.events is not None and self.urls:
             self.events.send(event_type, self.record.call_sid, data, self.urls)
+
+
+def report_twilio_recording(services: Services, form: dict[str, str], persona_name: str) -> None:
+    """Twilio's recording status callback (`POST /recording-status`, signed): a completed
+    recording becomes a `call.recording` event to the call's persona's receivers."""
+    call_sid = form.get("CallSid", "")
+    status = form.get("RecordingStatus", "")
+    log.info(
+        "recording_status",
+        call_sid=call_sid,
+        recording_sid=form.get("RecordingSid", ""),
+        status=status,
+    )
+    events = services.call_events
+    if status != "completed" or events is None:
+        return
+    persona = services.personas.get(persona_name) if persona_name else None
+    urls = events.urls(persona.webhook_url if persona is not None else None)
+    duration = form.get("RecordingDuration", "")
+    data = {
+        "source": "twilio",
+        "recording_sid": form.get("RecordingSid", ""),
+        "url": form.get("RecordingUrl", ""),
+        "duration_s": float(duration) if duration.isdigit() else None,
+        "channels": int(form["RecordingChannels"])
+        if form.get("RecordingChannels", "").isdigit()
+        else None,
+        "persona": persona.name if persona is not None else None,
+    }
+    events.send("call.recording", call_sid, data, urls)

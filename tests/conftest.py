@@ -50,6 +50,7 @@ TEST_SECRETS = {
     "az-key-0123456789",
     "twilio-auth-token-0123456789abcdef",
     "sk-bench-0123456789",
+    "whsec-test-0123456789",  # WEBHOOK_SIGNING_SECRET of the call-event and receiver tests
 }
 MINTED_TOKENS: set[str] = set()
 REAL_ADD_EXPIRING_SECRETS = add_expiring_secrets
