@@ -2,14 +2,16 @@
 right as the caller really heard it, both on the call's own timeline.
 
 The call core hands the `Recorder` its audio facts (`bridge.call.recorder.CallRecorder`):
-a caller frame is placed where it arrived; an agent frame only once Twilio echoes its mark
-as played, and 20 ms before the echo (a mark comes back when its frame has *finished*
-playing), so audio a barge-in's `clear` dropped never reaches the file. Frames that land
-within 40 ms of where the previous one of their channel ended are joined to it, so network
-jitter does not punch clicks of silence into steady audio. The recorder only buffers on the
-event loop; every second the audio older than one second (final by then: echoes come within
-a frame of play) goes to one writer thread of the process (`RecordingWriter`), which
-decodes, interleaves and appends it to the file.
+a caller frame is placed at its Twilio timestamp (where it arrived, if it has none or an
+implausible one); an agent frame only once Twilio echoes its mark as played, and 20 ms
+before the echo (a mark comes back when its frame has *finished* playing), so audio a
+barge-in's `clear` dropped never reaches the file. Frames that land up to 40 ms after where
+the previous one of their channel ended are joined to it, and the stretch they make is put
+at the earliest time its frames allow (`_Track`), so network jitter neither punches clicks
+of silence into steady audio nor shifts it late. The recorder only buffers on
+the event loop; every second the audio older than one second (final by then: echoes come
+within a frame of play) goes to one writer thread of the process (`RecordingWriter`),
+which decodes, interleaves and appends it to the file.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import numpy as np
 from bridge.audio.g711 import ULAW_SILENCE, ulaw_decode
 
 SAMPLE_RATE = 8000
-SNAP_SAMPLES = 320  # 40 ms: a frame this close to the end of the previous one joins it
+SNAP_SAMPLES = 320  # 40 ms: a frame up to this late on the end of the previous one joins it
+TIMESTAMP_AHEAD_S = 0.2  # a caller frame's timestamp may put it this far past its arrival
+TIMESTAMP_BEHIND_S = 5.0  # or this far before it; beyond either, its arrival is used
 FINAL_AFTER_S = 1.0  # audio older than this cannot move any more: it is written out
 FLUSH_EVERY_S = 1.0
 DEFAULT_DIR = "recordings"
@@ -60,21 +64,58 @@ def recording_path(recordings_dir: str | None, call_sid: str, at: datetime) -> P
     return Path(recordings_dir or DEFAULT_DIR) / f"{at:%Y%m%dT%H%M%SZ}_{safe}.wav"
 
 
-class _Track:
-    """One channel's μ-law, from the recorder's `base` sample on."""
+def _timestamp_ms(value: object) -> int | None:
+    """Twilio sends the timestamp as a string of digits; anything else is not one."""
+    if type(value) is str and 0 < len(value) <= 10 and value.isdigit():
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    return None
 
-    __slots__ = ("buf", "end")
+
+class _Track:
+    """One channel: the rendered μ-law from the recorder's `base` sample on, and the stretch
+    of contiguous frames still being placed.
+
+    A frame's position is an upper bound of its true one (a frame cannot arrive before it
+    was said; an echo cannot come before its frame played). Frames that follow each other
+    without a gap form a stretch played back to back, so the stretch starts no later than
+    the smallest of its frames' bounds, less what precedes each: late echoes that come in a
+    burst do not push it later, and one early echo pulls the whole stretch back.
+    """
+
+    __slots__ = ("anchor", "buf", "floor", "rendered", "stretch")
 
     def __init__(self) -> None:
         self.buf = bytearray()
-        self.end: int | None = None  # absolute sample where the last frame placed ended
+        self.floor = 0  # where the last rendered stretch ended: nothing goes before it
+        self.rendered = False
+        self.anchor: int | None = None  # the open stretch's start (absolute sample)
+        self.stretch = bytearray()
 
     def place(self, pos: int, data: bytes, base: int) -> None:
-        end = self.end
-        if end is not None and abs(pos - end) <= SNAP_SAMPLES:
-            pos = end
-        self.end = pos + len(data)
-        offset = pos - base
+        anchor = self.anchor
+        if anchor is not None:
+            if pos <= anchor + len(self.stretch) + SNAP_SAMPLES:
+                self.anchor = max(min(anchor, pos - len(self.stretch)), self.floor)
+                self.stretch += data
+                return
+            self.render(base)
+        if self.rendered and pos <= self.floor + SNAP_SAMPLES:
+            pos = self.floor  # straight on from the stretch rendered last
+        self.anchor = pos
+        self.stretch = bytearray(data)
+
+    def render(self, base: int) -> None:
+        """Fix the open stretch where it is and write it into the buffer."""
+        anchor = self.anchor
+        if anchor is None:
+            return
+        data = self.stretch
+        self.floor = anchor + len(data)
+        self.rendered = True
+        self.anchor, self.stretch = None, bytearray()
+        offset = anchor - base
         if offset < 0:  # older than what is written already: only its newer part fits
             data = data[-offset:]
             offset = 0
@@ -110,12 +151,22 @@ class Recorder:
     def _index(self, now: float) -> int:
         return round((now - self.started_at) * SAMPLE_RATE)
 
-    def caller(self, payload_b64: str, now: float) -> None:
+    def caller(self, payload_b64: str, now: float, timestamp: object = None) -> None:
         try:
             data = binascii.a2b_base64(payload_b64)
         except binascii.Error:
             return  # the core has rejected it already
-        self._caller.place(self._index(now), data, self._base)
+        pos = arrived = self._index(now)
+        # Twilio's timestamp counts from the stream's start, which is the call's start here
+        # (give or take the `start` message's way): frames that waited in a socket (while
+        # the model's session opened) still land where they were said.
+        ms = _timestamp_ms(timestamp)
+        if ms is not None:
+            at = ms * SAMPLE_RATE // 1000
+            if arrived - TIMESTAMP_BEHIND_S * SAMPLE_RATE <= at:
+                if at <= arrived + TIMESTAMP_AHEAD_S * SAMPLE_RATE:
+                    pos = at
+        self._caller.place(pos, data, self._base)
         if now - self._flushed_at >= FLUSH_EVERY_S:
             self._flush(self._index(now - FINAL_AFTER_S))
             self._flushed_at = now
@@ -146,6 +197,8 @@ class Recorder:
         n = upto - self._base
         if n <= 0:
             return
+        self._caller.render(self._base)
+        self._agent.render(self._base)
         caller, agent = self._caller.take(n), self._agent.take(n)
         self._base = upto
         self.samples += n
@@ -155,8 +208,9 @@ class Recorder:
         """Write what is left and complete the file; raises `OSError` if it could not be
         written. Frames sent and never confirmed played are not in it."""
         self._pending.clear()
-        ends = [t.end for t in (self._caller, self._agent) if t.end is not None]
-        self._flush(max([self._base, *ends]))
+        for track in (self._caller, self._agent):
+            track.render(self._base)
+        self._flush(max(self._base, self._caller.floor, self._agent.floor))
         # The writer runs in order: the close completes after every append, and raises the
         # first error any of them met.
         await asyncio.wrap_future(self._writer.close(self.path))

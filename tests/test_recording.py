@@ -98,6 +98,34 @@ async def test_jitter_does_not_punch_gaps_and_a_long_silence_stays_silent(
     assert runs(caller, CALLER) == [(0, 5 * 160), (4000, 160)]
 
 
+async def test_caller_frames_land_at_their_twilio_timestamp_when_it_is_plausible(
+    tmp_path: Path, writer: RecordingWriter
+) -> None:
+    rec = Recorder(tmp_path / "t.wav", T0, writer)
+    for ms in (20, 40, 60):  # waited in the socket while the session opened: fed at once
+        rec.caller(frame(CALLER), T0 + 0.3, str(ms))
+    rec.caller(frame(CALLER), T0 + 1.0, "99999999")  # not plausible: its arrival is used
+    rec.caller(frame(CALLER), T0 + 2.0, "two")
+    await rec.close()
+    caller, _ = read(tmp_path / "t.wav")
+    assert runs(caller, CALLER) == [(160, 480), (8000, 160), (16000, 160)]
+
+
+async def test_late_echoes_in_a_burst_do_not_push_the_agent_channel_late(
+    tmp_path: Path, writer: RecordingWriter
+) -> None:
+    rec = Recorder(tmp_path / "e.wav", T0, writer)
+    for k in range(4):
+        rec.agent_sent(f"0.{k}", frame(AGENT))
+    rec.agent_played("0.0", T0 + 0.030)  # 10 ms late: it played from 0 to 20 ms
+    rec.agent_played("0.1", T0 + 0.040)  # on time
+    rec.agent_played("0.2", T0 + 0.075)  # these two came in one burst, 15 ms late
+    rec.agent_played("0.3", T0 + 0.075)
+    await rec.close()
+    _, agent = read(tmp_path / "e.wav")
+    assert runs(agent, AGENT) == [(0, 640)]  # back to back from the earliest bound
+
+
 async def test_a_long_call_is_written_as_it_goes_not_kept(
     tmp_path: Path, writer: RecordingWriter
 ) -> None:

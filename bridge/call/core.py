@@ -304,7 +304,7 @@ class Call:
             return
         self.stats.frames_in += 1
         if self._recorder is not None:
-            self._recorder.caller(media.payload, now)
+            self._recorder.caller(media.payload, now, media.timestamp)
         message = self.dialect.append_audio(self.audio.inbound(media.payload))
         if self._upstream_up:
             self._out.audio.append(message)
