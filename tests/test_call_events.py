@@ -6,12 +6,15 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
 from bridge import metrics, signing
-from bridge.call_events import CallEvents, retry_after_s
-from tests.conftest import LogCapture, wait_until
+from bridge.call_events import CallEvents, retry_after_s, unavailable_integrations
+from bridge.persona import DEFAULT_PERSONA, PersonaBook, PersonaError, load_personas
+from bridge.settings import SettingsError, load_settings
+from tests.conftest import LogCapture, make_settings, wait_until
 from tests.fakes.events import FakeEventReceiver
 
 SECRET = "whsec-test-0123456789"
@@ -142,3 +145,49 @@ def test_without_the_secret_no_event_has_anywhere_to_go() -> None:
         "https://crm.example.com/e",
         "https://b.example.com",
     )
+
+
+def test_call_webhook_url_needs_the_secret_and_https() -> None:
+    with pytest.raises(SettingsError, match="WEBHOOK_SIGNING_SECRET is not"):
+        load_settings(_env_file=None, CALL_WEBHOOK_URL="https://crm.example.com/events")
+    with pytest.raises(SettingsError, match="must be https"):
+        load_settings(
+            _env_file=None,
+            CALL_WEBHOOK_URL="http://crm.example.com/events",
+            WEBHOOK_SIGNING_SECRET=SECRET,
+        )
+    settings = load_settings(
+        _env_file=None,
+        CALL_WEBHOOK_URL="http://127.0.0.1:8090/events",
+        WEBHOOK_SIGNING_SECRET=SECRET,
+    )
+    assert CallEvents.from_settings(settings).urls(None) == ("http://127.0.0.1:8090/events",)
+
+
+def test_a_persona_webhook_url_is_checked_where_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "instructions: Help.\ngreeting: Hi.\nwebhook_url: http://crm.example.com/x\n"
+        "recording: sometimes\n"
+    )
+    with pytest.raises(PersonaError) as caught:
+        load_personas(path)
+    text = str(caught.value)
+    assert f"{path}:3: webhook_url:" in text and "must be https" in text
+    assert f"{path}:4: recording:" in text and "true" in text and "twilio" in text
+
+
+def test_start_up_says_which_persona_integrations_cannot_work() -> None:
+    book = PersonaBook(
+        [
+            DEFAULT_PERSONA.model_copy(
+                update={"webhook_url": "https://crm.example.com/e", "recording": "twilio"}
+            )
+        ]
+    )
+    problems = unavailable_integrations(book, make_settings())
+    assert [(p.persona, p.feature) for p in problems] == [
+        ("default", "webhook_url"),
+        ("default", "recording"),
+    ]
+    assert "WEBHOOK_SIGNING_SECRET" in problems[0].reason
