@@ -302,6 +302,7 @@ class CallEvents:
 
 
 def _without_query(url: str) -> str:
-    """The URL as logged: a receiver's query string may carry a key of its own."""
+    """The URL as logged: a receiver's query string (or user info) may carry a key."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    host = parts.netloc.rpartition("@")[2]  # nor user:password@ in front of the host
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
