@@ -41,6 +41,7 @@ from floor import FloorCall
 from load import interpreter
 
 from bridge.audio import make_pipeline
+from bridge.audio_format import AudioFormat
 from bridge.call import Call
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig
@@ -89,7 +90,7 @@ class Caller:
                 call_sid=f"CA{index:032d}",
                 dialect=Dialect("ga"),
                 audio=make_pipeline(mode),
-                session=SessionConfig(instructions="be brief", audio_format=mode),
+                session=SessionConfig(instructions="be brief", audio_format=AudioFormat(mode)),
                 greeting=None,
                 started_at=time.monotonic(),
             )

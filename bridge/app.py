@@ -19,67 +19,40 @@ from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
-from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
+from twilio.twiml.voice_response import VoiceResponse
 
 from bridge import metrics
 from bridge.call_events import CLOSE_TIMEOUT_S, unavailable_integrations
 from bridge.call_report import RECORDING_STATUS_PATH, report_twilio_recording
-from bridge.caller_text import clean_number, clean_sid
+from bridge.caller_text import clean_number, clean_sid, clean_text
 from bridge.calls import CallRegistry
 from bridge.edge import read_form
 from bridge.engine.local import local_engine
 from bridge.logs import get_logger
 from bridge.loop_lag import watch_loop_lag
-from bridge.persona import FallbackPlan, Persona, PersonaBook
+from bridge.persona import Persona, PersonaBook
 from bridge.services import Services
 from bridge.settings import Settings
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.softphone.transcripts import FEED
-from bridge.stream import handle_media_stream
+from bridge.stream_start import handle_media_stream
 from bridge.tools import unavailable_tools, web_search
+from bridge.twiml import (
+    STREAM_ENDED_PATH,
+    STREAM_STATUS_PATH,
+    after_stream_twiml,
+    busy_twiml,
+    connect_twiml,
+)
 from bridge.ws import TwilioSocket
 
 log = get_logger("voicebridge.app")
 
-UNAVAILABLE_SAY = (
-    "Sorry, our assistant is not available right now. Please call again later. Goodbye."
-)
-BUSY_SAY = (
-    "Sorry, all of our lines are busy right now. Please call again in a few minutes. Goodbye."
-)
 MAX_FORM_BYTES = 64 * 1024
 
 
 def _twiml(body: VoiceResponse) -> Response:
     return Response(content=str(body), media_type="text/xml")
-
-
-def busy_twiml() -> VoiceResponse:
-    response = VoiceResponse()
-    response.say(BUSY_SAY)
-    response.hangup()
-    return response
-
-
-def connect_twiml(
-    stream_url: str, parameters: dict[str, str], fallback: FallbackPlan | None = None
-) -> VoiceResponse:
-    """`<Connect><Stream>` with the per-call `<Parameter>`s, then the persona's fallback for
-    when the stream ends without the agent having ended the call (upstream down, bridge
-    restarting): an apology, then a transfer to a human or a hang-up."""
-    response = VoiceResponse()
-    connect = Connect()
-    stream = Stream(url=stream_url)
-    for name, value in parameters.items():
-        stream.parameter(name=name, value=value)
-    connect.append(stream)
-    response.append(connect)
-    response.say(fallback.say if fallback else UNAVAILABLE_SAY)
-    if fallback and fallback.transfer_number:
-        response.dial(fallback.transfer_number)
-    else:
-        response.hangup()
-    return response
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -176,7 +149,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             return _twiml(busy_twiml())
         caller, called = clean_number(form.get("From")), clean_number(form.get("To"))
         persona = book.for_number(called)
-        stream_url = settings.stream_url(request.headers.get("host"), request.url.scheme)
+        host, scheme = request.headers.get("host"), request.url.scheme
+        stream_url = settings.stream_url(host, scheme)
         parameters = {
             "From": caller,
             "To": called,
@@ -186,21 +160,48 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         if services.tokens is not None:
             parameters["token"] = services.tokens.mint(call_sid, persona.name, caller, called)
         log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)
-        fallback = persona.fallback_plan(caller_number=caller)
-        return _twiml(connect_twiml(stream_url, parameters, fallback))
+        return _twiml(
+            connect_twiml(
+                stream_url,
+                parameters,
+                action_url=settings.callback_url(STREAM_ENDED_PATH, host, scheme),
+                status_url=settings.callback_url(STREAM_STATUS_PATH, host, scheme),
+            )
+        )
 
-    @app.post("/stream-status")
+    @app.post(STREAM_ENDED_PATH)
+    async def stream_ended(request: Request) -> Response:
+        """`<Connect action>`: the stream has ended; what the call does now."""
+        form = await _form(request)
+        call_sid = clean_sid(form.get("CallSid"))
+        if not signed(request, form):
+            log.warning(
+                "stream_ended_rejected", call_sid=call_sid, reason="bad or missing signature"
+            )
+            return PlainTextResponse("invalid signature", status_code=403)
+        outcome = services.outcomes.take(call_sid)
+        persona = book.for_number(clean_number(form.get("To")))
+        log.info(
+            "stream_ended",
+            call_sid=call_sid,
+            then=type(outcome).__name__.lower() if outcome is not None else "unknown_call",
+        )
+        fallback = persona.fallback_plan(caller_number=clean_number(form.get("From")))
+        return _twiml(after_stream_twiml(outcome, fallback))
+
+    @app.post(STREAM_STATUS_PATH)
     async def stream_status(request: Request) -> Response:
         form = await _form(request)
         if not signed(request, form):
             log.warning("stream_status_rejected", reason="bad or missing signature")
             return PlainTextResponse("invalid signature", status_code=403)
-        log.info(
+        status = clean_text(form.get("StreamEvent"), 32)
+        (log.warning if status == "stream-error" else log.info)(
             "stream_status",
-            call_sid=form.get("CallSid", ""),
-            stream_sid=form.get("StreamSid", ""),
-            status=form.get("StreamEvent", ""),
-            error=form.get("StreamError"),
+            call_sid=clean_sid(form.get("CallSid")),
+            stream_sid=clean_sid(form.get("StreamSid")),
+            status=status,
+            error=clean_text(form.get("StreamError"), 512) or None,
         )
         return Response(status_code=204)
 

@@ -24,9 +24,16 @@ class LiveCall(Protocol):
     def end(self, reason: str) -> None: ...
 
 
+MIN_PENDING_STREAMS = 64
+"""Streams past their handshake still waiting for `start` (nobody is authenticated before
+it): at most the call cap, and never fewer than this, so a burst of real calls fits."""
+
+
 class CallRegistry:
     def __init__(self, max_calls: int) -> None:
         self.max_calls = max_calls
+        self.max_pending = max(MIN_PENDING_STREAMS, max_calls)
+        self.pending = 0
         self.draining = False
         self.idle = asyncio.Event()  # set while no call is live (the drain waits on it)
         self.idle.set()
@@ -54,6 +61,18 @@ class CallRegistry:
         self.idle.clear()
         metrics.ACTIVE_CALLS.set(self.active_calls)
         return None
+
+    def await_start(self) -> bool:
+        """A stream's handshake is done and its `start` is awaited: False when too many
+        already wait (it is refused at once rather than held)."""
+        if self.pending >= self.max_pending:
+            return False
+        self.pending += 1
+        return True
+
+    def started(self) -> None:
+        """The stream awaited by `await_start` sent `start`, or is gone."""
+        self.pending -= 1
 
     def release(self, call_sid: str) -> None:
         self._sids.discard(call_sid)

@@ -68,7 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         book = (
-            load_personas(settings.PERSONA_FILE) if settings.PERSONA_FILE else PersonaBook.builtin()
+            load_personas(settings.PERSONA_FILE, settings.dialect)
+            if settings.PERSONA_FILE
+            else PersonaBook.builtin()
         )
     except PersonaError as exc:
         print(f"voicebridge: invalid persona:\n{exc}", file=sys.stderr)

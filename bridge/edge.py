@@ -174,8 +174,9 @@ class Refusals:
     @staticmethod
     def _log(reason: str, count: int) -> None:
         # A connection opened and never used (a browser's preconnect) is no one's fault.
-        emit = log.info if reason == "idle_timeout" else log.warning
-        emit("http_refused", reason=reason, status=REASONS[reason], count=count)
+        (log.info if reason == "idle_timeout" else log.warning)(
+            "http_refused", reason=reason, status=REASONS[reason], count=count
+        )
 
 
 @dataclass

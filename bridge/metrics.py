@@ -112,6 +112,14 @@ BARGE_INS = Counter(
     registry=REGISTRY,
 )
 
+RATE_LIMIT_REMAINING = Gauge(
+    "voicebridge_rate_limit_remaining",
+    "What the Realtime service said is left of the account's rate limits (its "
+    "rate_limits.updated event, after each response): requests and tokens.",
+    ["limit"],
+    registry=REGISTRY,
+)
+
 TOOL_LATENCY = Histogram(
     "voicebridge_tool_latency_seconds",
     "Duration of one tool call, by tool name and outcome (" + ", ".join(TOOL_OUTCOMES) + ").",

@@ -132,16 +132,15 @@ class TwilioSignatures:
     """Twilio's `X-Twilio-Signature` checks, over URLs rebuilt from PUBLIC_URL."""
 
     def __init__(self, auth_token: str, public_base: str) -> None:
+        """`public_base` is PUBLIC_URL: its path (a path-prefix proxy's) is part of every URL
+        Twilio signs, though the proxy strips it from the requests that reach the bridge."""
         self._validator = RequestValidator(auth_token)
         self._base = public_base.rstrip("/")
         scheme, rest = self._base.split("://", 1)
-        host = rest.split("/", 1)[0]
-        self.stream_url = f"{'wss' if scheme == 'https' else 'ws'}://{host}/media-stream"
+        self.stream_url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/media-stream"
 
     def http_url(self, path: str, query: str = "") -> str:
-        host = self._base.split("://", 1)[1].split("/", 1)[0]
-        scheme = self._base.split("://", 1)[0]
-        return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+        return f"{self._base}{path}" + (f"?{query}" if query else "")
 
     def webhook_valid(
         self, path: str, query: str, params: Mapping[str, str], signature: str | None

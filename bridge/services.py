@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge.after_stream import StreamOutcomes
 from bridge.call_events import CallEvents
 from bridge.logs import get_logger
 from bridge.persona import Persona, PersonaBook
@@ -58,6 +59,8 @@ class Services:
     tokens: StreamTokens | None
     control: TwilioCallControl | None
     """Twilio REST call control; None without credentials (local mode)."""
+    outcomes: StreamOutcomes
+    """How each ended stream wants its call to go on, for the `<Connect>` action."""
     watchers: CallWatchers | None = None
     call_events: CallEvents | None = None
     """The sender of call events to the business (`start`/`aclose` at the app's lifespan)."""
@@ -80,6 +83,7 @@ class Services:
             signatures=signatures,
             tokens=tokens,
             control=TwilioCallControl.from_settings(settings),
+            outcomes=StreamOutcomes(),
             watchers=watchers,
             call_events=CallEvents.from_settings(settings),
             recordings=RecordingWriter(),

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.audio_format import AudioFormat
+
 Provider = Literal["openai", "azure", "local"]
-AudioMode = Literal["pcm16", "pcmu"]
 
 
 class SettingsError(Exception):
@@ -76,7 +77,7 @@ class Settings(BaseSettings):
     AZURE_OPENAI_DEPLOYMENT: str | None = None
     AZURE_OPENAI_API_VERSION: str | None = None
     REALTIME_URL: str | None = None
-    REALTIME_AUDIO: AudioMode = "pcm16"
+    REALTIME_AUDIO: AudioFormat = AudioFormat.PCM16
 
     TAVILY_API_KEY: SecretStr | None = None
     TAVILY_API_BASE_URL: str | None = None
@@ -252,23 +253,40 @@ class Settings(BaseSettings):
         return "ga"
 
     def stream_url(self, request_host: str | None = None, request_scheme: str = "http") -> str:
-        """The `<Stream url>`: PUBLIC_URL with https→wss (http→ws) and path /media-stream.
-
-        Only without PUBLIC_URL (local mode) does it follow the request's own host.
-        """
+        """The `<Stream url>`: PUBLIC_URL with https→wss (http→ws), its path prefix kept, and
+        `/media-stream`. Only without PUBLIC_URL (local mode) does it follow the request's
+        own host."""
         if self.PUBLIC_URL is not None:
             parts = urlsplit(self.PUBLIC_URL)
             scheme = "wss" if parts.scheme == "https" else "ws"
-            return urlunsplit((scheme, parts.netloc, "/media-stream", "", ""))
+            return urlunsplit((scheme, parts.netloc, self.public_prefix + "/media-stream", "", ""))
         scheme = "wss" if request_scheme in ("https", "wss") else "ws"
         return f"{scheme}://{request_host or '127.0.0.1:8080'}/media-stream"
 
+    @property
+    def public_prefix(self) -> str:
+        """The path of PUBLIC_URL without its trailing slash: what a path-prefix proxy in
+        front of the bridge strips before it forwards a request (`/voice`, or "")."""
+        if self.PUBLIC_URL is None:
+            return ""
+        return urlsplit(self.PUBLIC_URL).path.rstrip("/")
+
     def public_http_url(self, path: str) -> str | None:
-        """The URL Twilio requested for `path`, rebuilt from PUBLIC_URL (signature checks)."""
+        """The URL Twilio requests for the bridge's route `path` (what it signs), rebuilt from
+        PUBLIC_URL, its path prefix included; None in local mode."""
         if self.PUBLIC_URL is None:
             return None
         parts = urlsplit(self.PUBLIC_URL)
-        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+        return urlunsplit((parts.scheme, parts.netloc, self.public_prefix + path, "", ""))
+
+    def callback_url(self, path: str, request_host: str | None, request_scheme: str) -> str:
+        """An absolute URL of the bridge's route `path` for Twilio to request (a `<Connect>`
+        action, a status callback): from PUBLIC_URL, or in local mode the request's host."""
+        public = self.public_http_url(path)
+        if public is not None:
+            return public
+        scheme = "https" if request_scheme in ("https", "wss") else "http"
+        return f"{scheme}://{request_host or '127.0.0.1:8080'}{path}"
 
     def secrets(self) -> list[str]:
         """Every secret value in force, so the log redactor can scrub them."""

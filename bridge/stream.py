@@ -17,61 +17,50 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from datetime import UTC, datetime
 from typing import Any
-
-import structlog
 
 from bridge import metrics
 from bridge import twilio_stream as tw
-from bridge.audio import make_pipeline
 from bridge.call import (
     Attempt,
     BargeIn,
     Call,
-    CallRules,
     CallStats,
     CarryOut,
+    DropUpstream,
     Effect,
     End,
     GiveUp,
     Log,
     Measure,
     Pause,
+    PingUpstream,
     Reconnect,
     RenewSession,
     RunTool,
     TranscriptLine,
 )
 from bridge.call_report import CallReport
-from bridge.caller_text import clean_number
-from bridge.calls import CallRegistry
 from bridge.errors import describe
 from bridge.logs import get_logger
-from bridge.persona import Persona
-from bridge.realtime.dialect import Dialect, UpstreamProtocolError
+from bridge.realtime.dialect import UpstreamProtocolError
 from bridge.realtime.events import FunctionCall
 from bridge.realtime.upstream import connect
-from bridge.security import TokenError
 from bridge.services import Services
 from bridge.tasks import TaskSet
-from bridge.tools import dtmf as keypad
+from bridge.tools.base import Handoff
 from bridge.tools.call_control import dial_twiml
-from bridge.tools.registry import Handoff, ToolEnv, build_tools
 from bridge.tools.runner import ToolRunner, parse_arguments
 from bridge.ws import TwilioSocket, UpstreamSocket
 
 log = get_logger("voicebridge.stream")
 
-START_TIMEOUT_S = 10.0
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_NORMAL = 1000
 CLOSE_UPSTREAM_FAILED = 1011
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN_LATER = 1013
 LIMITS_TICK_S = 0.5  # how often the call's timers are looked at, and metrics synced
-# Providers cap a session's length (OpenAI: 60 minutes); see `CallRules.session_renew_s`.
-SESSION_RENEW_S = 55 * 60.0
 # What a page watching a call live (the softphone) is sent, besides `call_started`, the
 # transcript and `barge_in`: the call's actions and its end, as they are logged.
 WATCHED_EVENTS = frozenset(
@@ -90,10 +79,6 @@ WATCHED_EVENTS = frozenset(
 # Outcomes of carrying out call control are logged by the core; the REST request itself is
 # bounded by the client's timeout, and teardown waits this much more for it to finish.
 ACTING_GRACE_S = 1.0
-
-
-class StreamClosed(Exception):
-    """The stream ended before `start` arrived."""
 
 
 class CallRuntime:
@@ -131,6 +116,7 @@ class CallRuntime:
         self._clear_sent_at: float | None = None
         self._acting: asyncio.Task[Any] | None = None
         self._closed = False  # torn down: nothing more is written
+        self._pongs_seen = 0
 
     def end(self, reason: str) -> None:
         """End the call from outside (shutdown): the core keeps the first reason given."""
@@ -220,6 +206,9 @@ class CallRuntime:
             elif isinstance(effect, Measure):
                 if effect.name == "turn_latency":
                     metrics.TURN_LATENCY.observe(effect.value)
+                elif effect.name.startswith("rate_limit_remaining:"):
+                    name = effect.name.partition(":")[2]
+                    metrics.RATE_LIMIT_REMAINING.labels(limit=name).set(effect.value)
             elif isinstance(effect, BargeIn):
                 reaction_ms = None
                 if self._clear_sent_at is not None:
@@ -240,6 +229,11 @@ class CallRuntime:
                 self._acting = self.tasks.spawn(self._carry_out(effect.handoff), "handoff")
             elif isinstance(effect, RenewSession):
                 self.tasks.spawn(self.upstream.close(), "renew-session")
+            elif isinstance(effect, PingUpstream):
+                self._pongs_seen = self.upstream.pongs
+                self.upstream.ping()
+            elif isinstance(effect, DropUpstream):
+                self.upstream.abort()  # its close callback takes the reconnect path
             elif isinstance(effect, Reconnect):
                 self.tasks.spawn(self._reconnect(), "reconnect")
             elif isinstance(effect, End):
@@ -294,11 +288,16 @@ class CallRuntime:
     # What must be awaited ---------------------------------------------------------------------
 
     async def ticks(self) -> None:
-        """The call's timers: limits, idleness, renewal, the handoff's watchdog."""
+        """The call's timers: limits, idleness, renewal, the handoff's watchdog, a frozen
+        upstream."""
         while True:
             await asyncio.sleep(LIMITS_TICK_S)
             self.sync_metrics()  # the frame counters, off the hot path
-            self.call.tick(time.monotonic())
+            now = time.monotonic()
+            if self.upstream.pongs != self._pongs_seen:
+                self._pongs_seen = self.upstream.pongs
+                self.call.upstream_pong(now)
+            self.call.tick(now)
             self.drain()
 
     async def _run_tool(self, function_call: FunctionCall) -> None:
@@ -396,10 +395,13 @@ class CallRuntime:
         with contextlib.suppress(Exception):
             await self.upstream.close()
         reason = call.end_reason or "error"
+        # Before the socket closes: Twilio asks the `<Connect>` action as soon as it has.
+        self.services.outcomes.record(call.call_sid, call.after_stream)
         close_code = {
             "protocol_error": CLOSE_POLICY_VIOLATION,
-            # Twilio continues with the persona's fallback TwiML after </Connect>.
+            # The stream failed the caller: its action answers with the fallback.
             "upstream_failed": CLOSE_UPSTREAM_FAILED,
+            "session_rejected": CLOSE_UPSTREAM_FAILED,
         }.get(reason, CLOSE_NORMAL)
         if self.twilio.open:
             with contextlib.suppress(Exception):
@@ -440,6 +442,7 @@ _OUTCOMES = {
     "agent_hangup": "agent_hangup",
     "transferred": "transferred",
     "upstream_failed": "upstream_failed",
+    "session_rejected": "upstream_failed",
     "timeout": "timeout",
     "max_duration": "timeout",
     "idle": "timeout",
@@ -448,7 +451,7 @@ _OUTCOMES = {
 }
 
 
-class _LogOnly:
+class LogOnly:
     """The sink of a call that never got sockets (the upstream could not be opened)."""
 
     def __init__(self, services: Services) -> None:
@@ -474,7 +477,7 @@ class _LogOnly:
                 log.info("transcript", **effect.fields)
 
 
-def finish(call: Call, sink: CallRuntime | _LogOnly, reason: str | None = None) -> None:
+def finish(call: Call, sink: CallRuntime | LogOnly, reason: str | None = None) -> None:
     """The call's last lines and its metrics."""
     now = time.monotonic()
     call.finish(now, reason)
@@ -483,191 +486,5 @@ def finish(call: Call, sink: CallRuntime | _LogOnly, reason: str | None = None) 
     call.drain(sink)
 
 
-# The stream, from the handshake to the call ------------------------------------------------------
-
-
-async def _await_start(ws: TwilioSocket) -> tw.Start:
-    """Read until `start`. `connected` comes first; anything else before `start` is a breach."""
-    while True:
-        try:
-            text = await ws.receive()
-        except ValueError as exc:
-            raise tw.StreamProtocolError(f"{exc} before start") from exc
-        if text is None:
-            raise StreamClosed("socket closed before start")
-        event = tw.parse(text)
-        if isinstance(event, tw.Start):
-            return event
-        if isinstance(event, tw.Connected):
-            continue
-        raise tw.StreamProtocolError(f"{type(event).__name__.lower()} before start")
-
-
-async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallRegistry) -> None:
-    """Serve one Twilio Media Stream from the handshake to the last log line."""
-    if services.signatures is not None and not services.signatures.stream_valid(
-        ws.header("x-twilio-signature")
-    ):
-        log.warning("stream_rejected", reason="bad or missing handshake signature")
-        metrics.CALLS.labels(outcome="rejected_auth").inc()
-        await ws.close(CLOSE_POLICY_VIOLATION, "invalid signature")
-        return
-    try:
-        start = await asyncio.wait_for(_await_start(ws), START_TIMEOUT_S)
-    except StreamClosed:
-        return
-    except TimeoutError:
-        log.warning("stream_rejected", reason="no start message within timeout")
-        await ws.close(CLOSE_POLICY_VIOLATION, "no start")
-        return
-    except tw.StreamProtocolError as exc:
-        log.warning("stream_rejected", reason=str(exc))
-        await ws.close(CLOSE_POLICY_VIOLATION, "protocol error")
-        return
-    if not ws.open:
-        return
-
-    structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
-    try:
-        params = start.custom_parameters
-        persona_name = params.get("persona")
-        # Unsigned (local mode), the parameters are all there is, cleaned; signed, the
-        # numbers come from the token, which the webhook minted from Twilio's request.
-        caller, called = clean_number(params.get("From")), clean_number(params.get("To"))
-        if services.tokens is not None:
-            try:
-                claims = services.tokens.verify(
-                    start.custom_parameters.get("token"), start.call_sid
-                )
-            except TokenError as exc:
-                log.warning("stream_rejected", reason=str(exc))
-                metrics.CALLS.labels(outcome="rejected_auth").inc()
-                await ws.close(CLOSE_POLICY_VIOLATION, "invalid stream token")
-                return
-            persona_name, caller, called = claims.persona, claims.caller, claims.called
-        refusal = calls.admit(start.call_sid)
-        if refusal is not None:
-            log.warning("stream_rejected", reason=refusal)
-            metrics.CALLS.labels(outcome="rejected_busy").inc()
-            duplicate = refusal.startswith("a stream")
-            code = CLOSE_POLICY_VIOLATION if duplicate else CLOSE_TRY_AGAIN_LATER
-            await ws.close(code, refusal)
-            return
-        try:
-            await _run_call(ws, services, calls, start, persona_name, caller, called)
-        finally:
-            calls.release(start.call_sid)
-    finally:
-        structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
-
-
-def call_rules(persona: Persona, services: Services, caller: str) -> CallRules:
-    """The limits and lines of one call, from the settings and its persona."""
-    settings, limits = services.settings, persona.limits
-    reprompt = limits.idle_reprompt
-    return CallRules(
-        max_call_s=limits.max_call_seconds or settings.MAX_CALL_SECONDS,
-        idle_s=limits.idle_seconds or settings.IDLE_TIMEOUT_SECONDS,
-        goodbye=persona.render(limits.goodbye, caller_number=caller),
-        idle_reprompt=persona.render(reprompt, caller_number=caller) if reprompt else None,
-        session_renew_s=SESSION_RENEW_S,
-    )
-
-
-async def _run_call(
-    ws: TwilioSocket,
-    services: Services,
-    calls: CallRegistry,
-    start: tw.Start,
-    persona_name: str | None,
-    caller: str,
-    called: str,
-) -> None:
-    params = start.custom_parameters
-    persona = services.persona_for(persona_name)
-    settings = services.settings
-    audio_mode = settings.REALTIME_AUDIO
-    stream_opened_at = time.time()
-    at = datetime.now(UTC)
-    tools = build_tools(persona, settings)
-    env = ToolEnv(persona, settings, start.call_sid, caller)
-    can_transfer = services.control is not None
-
-    def on_key(digit: str) -> keypad.DtmfOutcome | None:
-        return keypad.decide(persona, digit, env, can_transfer=can_transfer)
-
-    started_at = time.monotonic()
-    report = CallReport.for_call(
-        services,
-        persona,
-        call_sid=start.call_sid,
-        caller=caller,
-        called=called,
-        at=at,
-        started_at=started_at,
-    )
-    call = Call(
-        stream_sid=start.stream_sid,
-        call_sid=start.call_sid,
-        dialect=Dialect(settings.dialect),
-        audio=make_pipeline(audio_mode),
-        session=persona.session_config(
-            audio_mode,
-            caller_number=caller,
-            at=at,
-            tools=tuple(tool.function_tool for tool in tools.values()),
-        ),
-        greeting=persona.greeting_for(at, caller),
-        started_at=started_at,
-        rules=call_rules(persona, services, caller),
-        keypad=on_key,
-        recorder=report.recorder,
-    )
-    started = {
-        "from": caller,
-        "to": called,
-        "persona": persona.name,
-        "provider": settings.provider,
-        "audio": audio_mode,
-    }
-    log.info("call_started", **started)
-    if services.watchers is not None:
-        line = {"event": "call_started", **started, "call_sid": start.call_sid}
-        services.watchers.publish(start.call_sid, line)
-    report.started()
-    target = services.upstream.target()
-    try:
-        upstream = await connect(target)
-    except Exception as exc:  # any failure to open: DNS, TLS, 401, timeout
-        log.error("upstream_connect_failed", url=target.safe_url, error=describe(exc))
-        finish(call, _LogOnly(services), "upstream_failed")
-        await report.ended(call)
-        # Closing the stream lets Twilio continue with the TwiML after </Connect>:
-        # the fallback apology, so the caller is never left in silence.
-        await ws.close(CLOSE_UPSTREAM_FAILED, "upstream unavailable")
-        return
-    runtime = CallRuntime(
-        call=call,
-        twilio=ws,
-        upstream=upstream,
-        services=services,
-        tools=ToolRunner(tools, env),
-        webhook_at=_float_or_none(params.get("webhook_at")) or stream_opened_at,
-        report=report,
-    )
-    calls.runtimes.add(runtime)
-    try:
-        await runtime.serve()
-    finally:
-        calls.runtimes.discard(runtime)
-
-
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
-
-
-def _float_or_none(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None

@@ -28,6 +28,10 @@ order. The pending bytes of a pass are not in `write_buffer_size()` until the pa
   after it parsed the upgrade request (`uvicorn_ws_protocol`, which also routes by path), so
   the routes and the media stream share one port (docs/reference.md, "HTTP and WebSocket routes").
 - `UpstreamSocket` / `open_upstream`: the client end to the Realtime model.
+
+Size: just over 600 lines on purpose: the framing, the pass's batched writes, the bounds on
+a peer that does not read and the hand-over from uvicorn are one concern, shared by both
+ends of a call (they differ only in a few lines each).
 """
 
 from __future__ import annotations
@@ -162,6 +166,7 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         self._fragment_type = _TEXT
         self._fragment_bytes = 0
         self._closing = False
+        self.pongs = 0  # pongs received: a peer that answers pings is alive, if slow
         self._writing_paused = False  # the transport's buffer is above its high-water mark
         self.send_buffer_limit = SEND_BUFFER_LIMIT_BYTES
         self._control_burst = float(CONTROL_FRAME_BURST)
@@ -217,6 +222,13 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         if frame.msg_type is _PING:
             transport.send_pong(frame.get_payload_as_bytes())
             self._check_backlog()
+        else:
+            self.pongs += 1
+
+    def ping(self) -> None:
+        """Ask the peer for a pong (is it still there?); `pongs` counts the answers."""
+        if self.open and not self._closing and self.transport is not None:
+            self.transport.send_ping()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.open = False

@@ -9,7 +9,7 @@ import orjson
 
 from bridge.call import Call, Effect
 from bridge.realtime import events as ev
-from bridge.tools.registry import ToolResult
+from bridge.tools.base import ToolResult
 
 
 class RecordingSink:

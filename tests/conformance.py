@@ -26,10 +26,10 @@ import openai.types.realtime as ga_types
 import pydantic
 from pydantic import BaseModel, Field, TypeAdapter
 
-Dialect = Literal["ga", "beta"]
+DialectName = Literal["ga", "beta"]
 Direction = Literal["client", "server"]
 
-_UNIONS: Mapping[tuple[Dialect, Direction], Any] = {
+_UNIONS: Mapping[tuple[DialectName, Direction], Any] = {
     ("ga", "client"): ga_types.RealtimeClientEvent,
     ("ga", "server"): ga_types.RealtimeServerEvent,
     ("beta", "client"): beta_types.RealtimeClientEvent,
@@ -54,33 +54,33 @@ class Problem:
         return f"{self.event_type}: {self.message}"
 
 
-def validate_client_event(event: Mapping[str, Any], dialect: Dialect) -> list[str]:
+def validate_client_event(event: Mapping[str, Any], dialect: DialectName) -> list[str]:
     """Problems of a client → server event in ``dialect``; empty when it conforms."""
     return [str(p) for p in check_client_event(event, dialect)]
 
 
-def validate_server_event(event: Mapping[str, Any], dialect: Dialect) -> list[str]:
+def validate_server_event(event: Mapping[str, Any], dialect: DialectName) -> list[str]:
     """Problems of a server → client event in ``dialect``; empty when it conforms."""
     return [str(p) for p in check_server_event(event, dialect)]
 
 
-def check_client_event(event: Mapping[str, Any], dialect: Dialect) -> list[Problem]:
+def check_client_event(event: Mapping[str, Any], dialect: DialectName) -> list[Problem]:
     return _check(event, dialect, "client")
 
 
-def check_server_event(event: Mapping[str, Any], dialect: Dialect) -> list[Problem]:
+def check_server_event(event: Mapping[str, Any], dialect: DialectName) -> list[Problem]:
     return _check(event, dialect, "server")
 
 
 @cache
-def _adapter(dialect: Dialect, direction: Direction) -> TypeAdapter[Any]:
+def _adapter(dialect: DialectName, direction: Direction) -> TypeAdapter[Any]:
     """The event union as a pydantic discriminated union, built on first use and kept."""
     union, *_ = typing.get_args(_UNIONS[dialect, direction])
     members = typing.get_args(union)
     return TypeAdapter(Annotated[Union[members], Field(discriminator="type")])  # noqa: UP007
 
 
-def _check(event: Mapping[str, Any], dialect: Dialect, direction: Direction) -> list[Problem]:
+def _check(event: Mapping[str, Any], dialect: DialectName, direction: Direction) -> list[Problem]:
     if dialect not in ("ga", "beta"):
         raise ValueError(f"unknown dialect {dialect!r}")
     kind = event.get("type") if isinstance(event, Mapping) else None

@@ -7,10 +7,11 @@ is exactly one 20 ms frame.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
-from bridge.call import BargeIn, Call, Log, RunTool, TranscriptLine
+from bridge.call import BargeIn, Call, End, Log, RunTool, TranscriptLine
 from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig, TurnDetection
@@ -308,12 +309,12 @@ def test_two_function_calls_are_answered_together_then_one_response_create() -> 
     call.on_upstream(ev.ResponseCreated(R1), 0.0)
     call.on_upstream(fcall("c1"), 0.0)
     call.on_upstream(fcall("c2"), 0.0)
-    _, _, effects = drain(call)
-    assert [e.call.call_id for e in effects if isinstance(e, RunTool)] == ["c1", "c2"]
+    assert not any(isinstance(e, RunTool) for e in drain(call)[2])  # not before it is done
     call.on_upstream(
         ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"), fcall("c2"))), 0.1
     )
-    assert not any(isinstance(e, RunTool) for e in drain(call)[2])  # not run twice
+    _, _, effects = drain(call)
+    assert [e.call.call_id for e in effects if isinstance(e, RunTool)] == ["c1", "c2"]  # once
     tool_result(call, R1, "c2", '{"ok":2}', 0.5)
     assert drain(call)[1] == []  # waits for c1
     tool_result(call, R1, "c1", '{"ok":1}', 0.6)
@@ -323,6 +324,49 @@ def test_two_function_calls_are_answered_together_then_one_response_create() -> 
         ("conversation.item.create", "c2"),
         ("response.create", None),
     ]
+
+
+def test_an_error_before_session_updated_is_the_session_refused() -> None:
+    call = make_call()
+    drain(call)
+    call.on_upstream(ev.UpstreamError("invalid_value", "Invalid value: 'robot'.", None), 0.1)
+    _, upstream, effects = drain(call)
+    assert upstream == []  # no greeting for a session that kept its defaults
+    assert [e.reason for e in effects if isinstance(e, End)] == ["session_rejected"]
+    (line,) = [e.fields for e in effects if isinstance(e, Log)]
+    assert line == {"code": "invalid_value", "message": "Invalid value: 'robot'."}
+
+
+def test_no_session_updated_within_2_s_is_the_session_refused() -> None:
+    call = make_call()
+    drain(call)
+    call.tick(1.9)
+    assert drain(call)[2] == []
+    call.tick(2.0)
+    effects = drain(call)[2]
+    assert [e.reason for e in effects if isinstance(e, End)] == ["session_rejected"]
+
+
+def test_calls_of_a_response_that_did_not_complete_never_run() -> None:
+    for status, item_status in [
+        ("cancelled", "incomplete"),
+        ("incomplete", "incomplete"),
+        ("failed", None),
+        ("completed", "incomplete"),
+    ]:
+        call = make_call()
+        drain(call)
+        call.on_upstream(ev.ResponseCreated(R1), 0.0)
+        call.on_upstream(fcall("c1"), 0.0)  # arguments "done", as far as they got
+        cut = replace(fcall("c1"), arguments='{"q":', status=item_status)
+        call.on_upstream(ev.ResponseDone(R1, status, function_calls=(cut,)), 0.1)
+        _, _, effects = drain(call)
+        assert not any(isinstance(e, RunTool) for e in effects), status
+        (dropped,) = [
+            e.fields for e in effects if isinstance(e, Log) and e.event == "tool_call_dropped"
+        ]
+        assert (dropped["response_status"], dropped["item_status"]) == (status, item_status)
+        assert call.idle  # nothing owed: the model is not waiting for an output
 
 
 def test_tool_results_while_a_response_is_active_wait_for_it_to_finish() -> None:
@@ -356,6 +400,48 @@ def test_no_extra_response_when_the_active_one_already_saw_the_tool_output() -> 
     call.on_upstream(ev.ResponseCreated(R2), 0.1)
     call.on_upstream(ev.ResponseDone(R2, "completed"), 0.5)
     assert drain(call)[1] == []
+
+
+def test_an_item_the_service_never_confirms_is_answered_once_not_forever() -> None:
+    call = make_call()
+    drain(call)
+    call.on_upstream(ev.ResponseCreated(R1), 0.0)
+    call.on_upstream(fcall("c1"), 0.0)
+    call.on_upstream(ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"),)), 0.0)
+    drain(call)
+    tool_result(call, R1, "c1", "{}", 0.1)
+    _, upstream, _ = drain(call)
+    assert [e["type"] for e in upstream] == ["conversation.item.create", "response.create"]
+    for n in range(2, 6):  # no conversation.item.added ever comes for the output
+        call.on_upstream(ev.ResponseCreated(f"resp_{n}"), n)
+        call.on_upstream(ev.ResponseDone(f"resp_{n}", "completed"), n + 0.5)
+    assert drain(call)[1] == []  # one response for the tool result, then silence
+    assert call.idle
+
+
+def test_an_item_the_service_refuses_is_dropped_with_a_log_line() -> None:
+    call = make_call()
+    call.on_upstream(ev.SessionUpdated(), 0.0)  # configured: an error now is about an item
+    drain(call)
+    call.on_upstream(ev.ResponseCreated(R1), 0.0)
+    call.on_upstream(fcall("c1"), 0.0)
+    call.on_upstream(ev.ResponseDone(R1, "completed", function_calls=(fcall("c1"),)), 0.0)
+    call.on_upstream(ev.ResponseCreated(R2), 0.05)  # the caller spoke: a response is active
+    drain(call)
+    tool_result(call, R1, "c1", "{}", 0.1)
+    _, upstream, _ = drain(call)
+    (create,) = upstream
+    item_id = create["item"]["id"]
+    assert create["event_id"] == f"create_{item_id}"
+    refusal = ev.UpstreamError(
+        "invalid_value", "No tool call found.", "invalid_request_error", create["event_id"]
+    )
+    call.on_upstream(refusal, 0.2)
+    call.on_upstream(ev.ResponseDone(R2, "completed"), 0.3)
+    _, upstream, effects = drain(call)
+    assert upstream == []  # nothing is owed for an item the service refused
+    (line,) = [e.fields for e in effects if isinstance(e, Log) and e.event == "item_refused"]
+    assert (line["item_id"], line["code"]) == (item_id, "invalid_value")
 
 
 def test_a_tool_result_after_hang_up_is_dropped() -> None:
@@ -430,12 +516,16 @@ def test_beta_function_call_without_name_takes_it_from_the_output_item() -> None
     call.on_upstream(ev.ResponseCreated(R1), 0.0)
     call.on_upstream(ev.OutputItemAdded(R1, "fc_1", "function_call", None, "web_search"), 0.0)
     call.on_upstream(ev.FunctionCall(R1, "fc_1", "c1", "", '{"query":"x"}'), 0.0)
+    call.on_upstream(ev.ResponseDone(R1, "completed"), 0.0)
     runs = [e for e in drain(call)[2] if isinstance(e, RunTool)]
     assert [r.call.name for r in runs] == ["web_search"]
 
 
 def test_upstream_errors_are_logged_with_their_code_and_the_call_goes_on() -> None:
-    call = make_call()
+    call = make_call(greeting=None)
+    call.on_upstream(ev.SessionUpdated(), 0.0)  # configured: errors now are the call's
+    call.on_upstream(ev.ResponseCreated("resp_0"), 0.0)
+    call.on_upstream(ev.ResponseDone("resp_0", "completed"), 0.0)
     drain(call)
     call.on_upstream(ev.UpstreamError("rate_limit_exceeded", "slow down", "server_error"), 0.0)
     call.on_upstream(ev.UpstreamError("response_cancel_not_active", "no response", None), 0.0)

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.sim import CallRejected, TwilioMediaStream, place_call
+from bridge.sim import CallRejected, TwilioMediaStream, continue_after_stream, place_call
+from bridge.twiml import UNAVAILABLE_SAY
 from tests.conftest import LogCapture, free_port, make_settings, running_bridge, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, Say
 
@@ -147,13 +148,14 @@ async def test_unreachable_upstream_ends_the_stream_so_twilio_plays_the_fallback
     settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=dead)
     async with running_bridge(settings) as bridge:
         target = await place_call(bridge.base_url)
-        # After </Connect>, Twilio continues with the apology: the caller is never left silent.
-        assert "<Say>" in target.twiml.split("</Connect>")[1]
         started = time.monotonic()
         async with TwilioMediaStream(target) as stream:
             info = await asyncio.wait_for(stream.closed, 5)
         assert info.code == 1011
         assert time.monotonic() - started < 3
+        # Twilio asks the <Connect> action: the caller hears the apology, never silence.
+        after = await continue_after_stream(target)
+        assert after.via == "action" and after.said == [UNAVAILABLE_SAY]
     failed = logs.events("upstream_connect_failed")
     assert len(failed) == 1 and failed[0]["url"] == dead
     assert logs.events("call_ended")[0]["reason"] == "upstream_failed"
@@ -171,6 +173,12 @@ async def test_a_stalled_upstream_drops_caller_audio_but_never_stalls_the_call(
         connections.append(ws)
         await ws.send('{"type":"session.created","event_id":"e1","session":{}}')
         await ws.recv()  # session.update
+        await ws.send('{"type":"session.updated","event_id":"e2","session":{}}')
+        await ws.recv()  # the greeting's response.create: an empty answer, then nothing due
+        await ws.send('{"type":"response.created","event_id":"e3","response":{"id":"r1"}}')
+        await ws.send(
+            '{"type":"response.done","event_id":"e4","response":{"id":"r1","status":"completed"}}'
+        )
         ws.transport.pause_reading()  # a model that stopped reading: TCP fills up
         stalled.set()
         await ws.wait_closed()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge import stream as stream_module
+from bridge import stream_start as stream_module
 from bridge.engine.responder import ResponseRequest
 from bridge.sim.audio import speech_like
 from tests.conftest import LogCapture, bridged_call, wait_until

@@ -58,10 +58,15 @@ def test_blank_values_from_an_env_template_count_as_unset() -> None:
     assert settings.provider == "local"
 
 
-def test_stream_url_follows_public_url() -> None:
-    assert make_settings(PUBLIC_URL="https://voice.example.com/base").stream_url(
-        "evil.example"
-    ) == ("wss://voice.example.com/media-stream")
+def test_stream_url_follows_public_url_and_keeps_its_path_prefix() -> None:
+    assert make_settings(PUBLIC_URL="https://voice.example.com").stream_url("evil.example") == (
+        "wss://voice.example.com/media-stream"
+    )
+    behind_a_proxy = make_settings(PUBLIC_URL="https://voice.example.com/base/")
+    assert behind_a_proxy.stream_url("evil.example") == "wss://voice.example.com/base/media-stream"
+    assert behind_a_proxy.public_http_url("/incoming-call") == (
+        "https://voice.example.com/base/incoming-call"
+    )
     assert make_settings().stream_url("127.0.0.1:8080") == "ws://127.0.0.1:8080/media-stream"
 
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import binascii
 import codecs
 import sys
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from bridge.audio._kernels import ODD_FLAG
 from bridge.audio.framer import FRAME_BYTES, Framer
 from bridge.audio.resample import KERNELS, Resampler8kTo24k, Resampler24kTo8k
 from bridge.audio.workspace import PER_THREAD
+from bridge.audio_format import AudioFormat
 
 __all__ = ["AudioPipeline", "Pcm16Pipeline", "PcmuPipeline", "make_pipeline"]
 
@@ -31,7 +32,7 @@ __all__ = ["AudioPipeline", "Pcm16Pipeline", "PcmuPipeline", "make_pipeline"]
 class AudioPipeline(Protocol):
     """Converts one call's audio between Twilio and the Realtime model, both as base64."""
 
-    upstream_format: Literal["pcm16", "pcmu"]  # what the Realtime side speaks
+    upstream_format: AudioFormat  # what the Realtime side speaks
     upstream_bytes_per_ms: int  # 48 for 24 kHz PCM16, 8 for μ-law
 
     def inbound(self, payload_b64: str) -> str:
@@ -82,8 +83,8 @@ def _b64encode(data: bytes | memoryview) -> str:
 class Pcm16Pipeline:
     """μ-law 8 kHz ↔ PCM16 24 kHz with stateful resamplers (REALTIME_AUDIO=pcm16)."""
 
-    upstream_format: Literal["pcm16", "pcmu"] = "pcm16"
-    upstream_bytes_per_ms: int = 48
+    upstream_format: AudioFormat = AudioFormat.PCM16
+    upstream_bytes_per_ms: int = AudioFormat.PCM16.bytes_per_ms  # 48
 
     def __init__(self) -> None:
         self._up = Resampler8kTo24k()
@@ -189,8 +190,8 @@ class Pcm16Pipeline:
 class PcmuPipeline:
     """μ-law straight through (REALTIME_AUDIO=pcmu); outbound is still cut into 20 ms frames."""
 
-    upstream_format: Literal["pcm16", "pcmu"] = "pcmu"
-    upstream_bytes_per_ms: int = 8
+    upstream_format: AudioFormat = AudioFormat.PCMU
+    upstream_bytes_per_ms: int = AudioFormat.PCMU.bytes_per_ms  # 8
 
     def __init__(self) -> None:
         self._framer = Framer()
@@ -227,10 +228,10 @@ class PcmuPipeline:
         self._framer.reset()
 
 
-def make_pipeline(upstream_format: str) -> AudioPipeline:
+def make_pipeline(upstream_format: AudioFormat | str) -> AudioPipeline:
     """The pipeline for REALTIME_AUDIO: "pcm16" or "pcmu"."""
-    if upstream_format == "pcm16":
+    if upstream_format == AudioFormat.PCM16:
         return Pcm16Pipeline()
-    if upstream_format == "pcmu":
+    if upstream_format == AudioFormat.PCMU:
         return PcmuPipeline()
     raise ValueError(f"unknown upstream audio format {upstream_format!r}; use 'pcm16' or 'pcmu'")

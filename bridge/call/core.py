@@ -38,13 +38,16 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from bridge import twilio_stream as tw
+from bridge.after_stream import DELIBERATE, AfterStream, Fallback, Hangup, Transfer
 from bridge.call.effects import (
     BargeIn,
     CarryOut,
+    DropUpstream,
     End,
     Log,
     Measure,
     Outbox,
+    PingUpstream,
     Reconnect,
     RenewSession,
     RunTool,
@@ -58,8 +61,8 @@ from bridge.call.rules import CallRules
 from bridge.playback import ItemPlayback, PlaybackClock
 from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
+from bridge.tools.base import Handoff, ToolResult, speak_exactly
 from bridge.tools.dtmf import DtmfOutcome, SayLine, ToModel
-from bridge.tools.registry import Handoff, ToolResult, speak_exactly
 from bridge.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -162,6 +165,9 @@ class Call:
         self._finished = False
 
         self._session_started = started_at
+        self._update_sent_at: float | None = None  # a session.update not yet confirmed
+        self._heard_at = started_at  # the upstream's last event, or its last pong
+        self._pinged = False
         self._renewing = False
         self._limits = LimitWatch(rules, started_at)
         self._handoff: HandoffProgress | None = None
@@ -175,14 +181,18 @@ class Call:
         self._response_requested = False
         self._interrupted: set[str] = set()
         self._tool_batches: dict[str, _ToolBatch] = {}
-        # Items we created (function outputs, user text) that no response has seen yet, and
-        # those of them the server has confirmed into the conversation. A response created
-        # after the confirmation has seen them; anything left owes a `response.create`.
+        self._calls_written: dict[str, dict[str, ev.FunctionCall]] = {}  # by response, call
+        # Items we created (function outputs, user text) that want the model to answer them,
+        # and those a `response.create` of ours was sent for: each is asked for once, so an
+        # item the service never confirms cannot keep the agent talking.
         self._owed: set[str] = set()
-        self._owed_added: set[str] = set()
+        self._asked: set[str] = set()
         self._item_seq = 0
         self._speech_stopped_at: float | None = None
         self._continue_after_reconnect = False
+        # A response asked for and never begun when the session was lost is asked again.
+        self._requested_instructions: str | None = None
+        self._ask_again: tuple[str | None] | None = None
         # The conversation as the caller experienced it, for replay into a new session.
         self.history: list[tuple[str, str]] = []
         # Last sign of life from either side (speech, agent audio, playback); the idle limit.
@@ -213,6 +223,21 @@ class Call:
         """Why the call ends. Once Twilio has been asked to transfer or hang up, that is the
         reason, even if Twilio's `stop` reached the stream before its REST answer did."""
         return self._handoff_reason or self._end_reason
+
+    @property
+    def after_stream(self) -> AfterStream:
+        """What Twilio should do with the call once this stream has ended (the answer to the
+        `<Connect>` action): a transfer under way is dialled, a deliberate end hangs up, and
+        anything else is the agent failing the caller, who hears the persona's fallback."""
+        progress = self._handoff
+        if progress is not None and progress.stage == "acting":
+            handoff = progress.handoff
+            if handoff.kind == "transfer" and handoff.number:
+                return Transfer(handoff.target or "", handoff.number)
+            return Hangup()
+        if self.end_reason in DELIBERATE:
+            return Hangup()
+        return Fallback()
 
     def drain(self, sink: Sink) -> None:
         """Hand everything decided since the last drain to the adapter, in wire order:
@@ -260,6 +285,8 @@ class Call:
         self._upstream_up = True
         self._session_started = now
         self._out.control.append(self.dialect.session_update(self.session))
+        self._update_sent_at = now
+        self._heard_at = now
         self._release_backlog()
 
     def _release_backlog(self) -> None:
@@ -328,6 +355,7 @@ class Call:
     # Upstream side ---------------------------------------------------------------------------
 
     def on_upstream(self, event: ev.ServerEvent, now: float) -> None:
+        self._heard_at = now
         # Ordered by frequency: deltas are most of the traffic.
         if isinstance(event, ev.AudioDelta):
             self._on_delta(event, now)
@@ -359,22 +387,46 @@ class Call:
             self.transcript.agent_text(event.item_id, event.transcript)
         elif isinstance(event, ev.ResponseCreated):
             self._active_response = event.response_id
+            if self._response_requested:  # ours: it answers what it was asked for
+                self._asked.clear()
             self._response_requested = False
-            self._owed -= self._owed_added
-            self._owed_added.clear()
         elif isinstance(event, ev.FunctionCall):
             self._on_function_call(event)
         elif isinstance(event, ev.ResponseDone):
             self._on_response_done(event, now)
-        elif isinstance(event, ev.ItemAdded):
-            if event.item_id in self._owed:
-                self._owed_added.add(event.item_id)
         elif isinstance(event, ev.SessionUpdated):
+            self._update_sent_at = None
             if not self._greeted:
                 self._greeted = True
                 self._request_response(self._greeting_instructions())
         elif isinstance(event, ev.UpstreamError):
             self._on_error(event)
+        elif isinstance(event, ev.RateLimits):
+            for limit in event.limits:
+                self._out.effects.append(
+                    Measure(f"rate_limit_remaining:{limit.name}", limit.remaining)
+                )
+
+    def upstream_pong(self, now: float) -> None:
+        """The upstream answered a ping: its socket is alive, whatever the model is doing."""
+        self._heard_at = now
+        self._pinged = False
+
+    def _check_frozen(self, now: float) -> None:
+        """Silent while a response or an acknowledgement is expected: ping it, then, if it
+        still says nothing, cut it and take the reconnect path (a frozen socket is otherwise
+        a dead call until TCP gives up, 40 s later)."""
+        if not self._upstream_up or not (self.response_active or self._update_sent_at):
+            self._pinged = False
+            return
+        silent = now - self._heard_at
+        if silent >= self.rules.upstream_frozen_s and self._pinged:
+            self._log("upstream_frozen", "warning", silent_ms=round(silent * 1000.0))
+            self._pinged = False
+            self._out.effects.append(DropUpstream())
+        elif silent >= self.rules.upstream_ping_after_s and not self._pinged:
+            self._pinged = True
+            self._out.effects.append(PingUpstream())
 
     def upstream_rejected(self, reason: str) -> None:
         """A message from the upstream that the dialect could not read."""
@@ -465,8 +517,7 @@ class Call:
     def _on_response_done(self, done: ev.ResponseDone, now: float) -> None:
         if self._active_response == done.response_id:
             self._active_response = None
-        for call in done.function_calls:
-            self._on_function_call(call)
+        self._run_calls(done)
         for item in self.items.values():
             if (
                 item.response_id == done.response_id
@@ -479,8 +530,15 @@ class Call:
                 if self.playback.item_finished(item):
                     self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
         if done.status == "failed":
+            # Quota, rate limits, a server fault: say why the agent went silent.
             self._log(
-                "response_failed", "warning", response_id=done.response_id, reason=done.reason
+                "response_failed",
+                "warning",
+                response_id=done.response_id,
+                reason=done.reason,
+                error_type=done.error_type,
+                error_code=done.error_code,
+                error_message=done.error_message,
             )
         batch = self._tool_batches.get(done.response_id)
         if batch is not None:
@@ -490,23 +548,62 @@ class Call:
         self._on_quiet(now)
 
     def _on_error(self, error: ev.UpstreamError) -> None:
+        if self._update_sent_at is not None and error.code not in BENIGN_ERRORS:
+            # The service refuses a session.update with an error and no session.updated,
+            # keeping its defaults: a call with the wrong voice, format or tools.
+            self._session_rejected(error.code, error.message)
+            return
+        refused = self.dialect.item_created_by(error.event_id)
+        if refused is not None:
+            # An item of ours the service would not take: nothing is owed for it.
+            self._owed.discard(refused)
+            self._asked.discard(refused)
+            self._log(
+                "item_refused", "warning", item_id=refused, code=error.code, message=error.message
+            )
+            return
         level = "info" if error.code in BENIGN_ERRORS else "warning"
         self._log(
             "upstream_error", level, code=error.code, error_type=error.type, message=error.message
         )
         if error.code == "conversation_already_has_active_response":
+            # Our create did not happen: what it was for is asked again after the active one.
             self._response_requested = False
+            self._owed |= self._asked
+            self._asked.clear()
 
     # Tools -----------------------------------------------------------------------------------
 
     def _on_function_call(self, call: ev.FunctionCall) -> None:
+        """A call's arguments are complete, or as complete as they will get: the service
+        sends this for cancelled and incomplete responses too, so nothing runs before the
+        response is done (`_run_calls`)."""
         if not call.name and call.item_id in self._function_names:
             call = replace(call, name=self._function_names[call.item_id])
-        batch = self._tool_batches.setdefault(call.response_id, _ToolBatch())
-        if call.call_id in batch.calls:
-            return
-        batch.calls[call.call_id] = call
-        self._out.effects.append(RunTool(call))
+        self._calls_written.setdefault(call.response_id, {})[call.call_id] = call
+
+    def _run_calls(self, done: ev.ResponseDone) -> None:
+        """A response is done: its function calls run only if it completed, and each only if
+        its item completed (truncated arguments are never executed)."""
+        written = self._calls_written.pop(done.response_id, {})
+        for call in done.function_calls:  # the final word on each item's status
+            if not call.name and call.item_id in self._function_names:
+                call = replace(call, name=self._function_names[call.item_id])
+            written[call.call_id] = call
+        for call in written.values():
+            if done.status != "completed" or call.status not in (None, "completed"):
+                self._log(
+                    "tool_call_dropped",
+                    name=call.name,
+                    response_status=done.status,
+                    item_status=call.status,
+                )
+                continue
+            batch = self._tool_batches.setdefault(call.response_id, _ToolBatch())
+            if call.call_id in batch.calls:
+                continue
+            batch.calls[call.call_id] = call
+            self._out.effects.append(RunTool(call))
 
     def tool_slow(self, call: ev.FunctionCall, filler: str, now: float) -> None:
         """A tool is still running after the filler delay: its filler line is spoken, once,
@@ -598,6 +695,9 @@ class Call:
         if self.response_active:
             return
         self._response_requested = True
+        self._requested_instructions = instructions
+        self._asked |= self._owed
+        self._owed.clear()
         self._out.control.append(self.dialect.create_response(instructions))
 
     def say(self, instructions: str) -> bool:
@@ -692,14 +792,15 @@ class Call:
         self._out.effects.append(CarryOut(progress.handoff))
 
     def handoff_result(self, outcome: ControlOutcome | None, now: float) -> None:
-        """How carrying out the handoff went: `None` when there was no Twilio account to ask
-        (local mode: closing the stream ends the call)."""
+        """How carrying out the handoff went: `None` when there was no Twilio account to ask.
+        Either way the stream ends now; when REST did not do it, Twilio's request for the
+        `<Connect>` action gets the transfer's `<Dial>` or a `<Hangup/>` (`after_stream`)."""
         progress = self._handoff
         if progress is None or progress.stage != "acting":
             return
         handoff = progress.handoff
         if outcome is None:
-            self._log("call_control", action=handoff.kind, ok=True, via="stream_close")
+            self._log("call_control", action=handoff.kind, ok=True, via="connect_action")
             self.end(handoff.reason)
             return
         fields: dict[str, Any] = {
@@ -714,18 +815,16 @@ class Call:
             fields["code"] = outcome.code
         if outcome.error:
             fields["error"] = outcome.error
+        if not outcome.ok:
+            # Twilio REST failed (429, 5xx, a timeout): the stream's end does it instead, as
+            # the `<Connect>` action's answer (a `<Dial>`, or `<Hangup/>`).
+            fields["then"] = "connect_action"
         self._log("call_control", "info" if outcome.ok else "warning", **fields)
-        if outcome.ok or handoff.kind == "hangup":
-            # A failed hang-up still ends the stream: Twilio then plays the fallback TwiML.
-            self.end(handoff.reason)
-            return
-        # The transfer did not happen and the caller is still on the line.
-        self._handoff_reason = None
-        self._handoff = None
-        self.say(
-            f"The transfer to {handoff.target} did not go through. Apologise briefly to the "
-            "caller and offer to help another way."
-        )
+        self.end(handoff.reason)
+
+    def _session_rejected(self, code: str | None, message: str) -> None:
+        self._log("session_rejected", "error", code=code, message=message)
+        self.end("session_rejected")
 
     # Time: limits, idleness, renewal, the handoff's watchdog ---------------------------------
 
@@ -733,6 +832,15 @@ class Call:
         """The timers' moment (every half second): what is due is done now."""
         if self.ended:
             return
+        sent = self._update_sent_at
+        heard_lately = now - self._heard_at < self.rules.upstream_frozen_s
+        if sent is not None and now - sent >= self.rules.session_confirm_s and heard_lately:
+            # It talks but does not confirm (a silent one is frozen, and replaced, instead).
+            self._session_rejected(
+                None, f"no session.updated within {self.rules.session_confirm_s:g} s"
+            )
+            return
+        self._check_frozen(now)
         progress = self._handoff
         if progress is not None and progress.overdue(now, self.rules.handoff_max_wait_s):
             self._log(
@@ -821,6 +929,8 @@ class Call:
             now, rules.reconnect_window_s, rules.reconnect_pause_s, renewal=renewal
         )
         self._continue_after_reconnect = self._active_response is not None
+        if self._active_response is None and self._response_requested:
+            self._ask_again = (self._requested_instructions,)
         for item in self.items.values():
             if not item.audio_done and not item.interrupted:
                 self._send_frames(item, self.audio.flush(), now)
@@ -833,8 +943,9 @@ class Call:
         self._active_response = None
         self._response_requested = False
         self._tool_batches.clear()
+        self._calls_written.clear()
         self._owed.clear()
-        self._owed_added.clear()
+        self._asked.clear()
         out = self._out
         if out.audio:  # caller audio not yet sent waits for the new session
             self._backlog[:0] = out.audio
@@ -881,6 +992,8 @@ class Call:
         self._reconnect = None
         self._upstream_up = True
         self._session_started = now
+        self._heard_at = now
+        self._pinged = False
         replay = [self.dialect.session_update(self.session)]
         pending = [(e.role, e.text) for e in self.transcript.pending() if e.text]
         for role, text in (*self.history, *pending):
@@ -891,6 +1004,7 @@ class Call:
                 replay.append(self.dialect.assistant_text(text, item_id))
         out = self._out
         out.control[:0] = replay
+        self._update_sent_at = now
         self._release_backlog()
         self._log(
             "upstream_reconnected",
@@ -899,7 +1013,10 @@ class Call:
             gap_ms=round((now - plan.lost_at) * 1000.0, 1),
             replayed_items=len(self.history),
         )
-        if self._continue_after_reconnect:
+        ask_again, self._ask_again = self._ask_again, None
+        if ask_again is not None:
+            self._request_response(ask_again[0])
+        elif self._continue_after_reconnect:
             self._continue_after_reconnect = False
             self._request_response(CONTINUE_INSTRUCTIONS)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.realtime import events as ev
-from bridge.tools.registry import Handoff
+from bridge.tools.base import Handoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,16 @@ class CarryOut:
 @dataclass(frozen=True, slots=True)
 class RenewSession:
     """Close the upstream session at this quiet moment; the reconnect path opens a fresh one."""
+
+
+@dataclass(frozen=True, slots=True)
+class PingUpstream:
+    """The upstream has been silent while something is expected of it: is it still there?"""
+
+
+@dataclass(frozen=True, slots=True)
+class DropUpstream:
+    """The upstream is frozen (silent, pings unanswered): cut it; the reconnect path follows."""
 
 
 @dataclass(frozen=True, slots=True)

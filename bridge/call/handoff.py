@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.tools.registry import Handoff
+from bridge.tools.base import Handoff
 
 Stage = Literal["waiting", "speaking", "acting"]
 

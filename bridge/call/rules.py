@@ -16,6 +16,12 @@ SESSION_RENEW_S = 55 * 60.0
 # An upstream lost mid-call is replaced within this window, or the call falls back.
 RECONNECT_WINDOW_S = 2.0
 RECONNECT_PAUSE_S = 0.2  # between attempts inside the window
+SESSION_CONFIRM_S = 2.0
+"""A `session.update` not confirmed by `session.updated` within this was refused (or lost)."""
+UPSTREAM_PING_AFTER_S = 1.0
+"""An upstream silent this long while a response or an acknowledgement is expected is pinged."""
+UPSTREAM_FROZEN_S = 2.5
+"""Silent this long, its ping unanswered: frozen, replaced (detected within 3 s at the ticks)."""
 HANDOFF_MAX_WAIT_S = 20.0
 """A handoff whose line has not played out after this long is carried out anyway."""
 # A peer that sends this many malformed messages is not Twilio; end its call.
@@ -43,6 +49,9 @@ class CallRules:
     reconnect_window_s: float = RECONNECT_WINDOW_S
     reconnect_pause_s: float = RECONNECT_PAUSE_S
     handoff_max_wait_s: float = HANDOFF_MAX_WAIT_S
+    session_confirm_s: float = SESSION_CONFIRM_S
+    upstream_ping_after_s: float = UPSTREAM_PING_AFTER_S
+    upstream_frozen_s: float = UPSTREAM_FROZEN_S
     max_protocol_errors: int = MAX_PROTOCOL_ERRORS
     twilio_write_limit_bytes: int = TWILIO_WRITE_LIMIT_BYTES
     upstream_audio_backlog_bytes: int = UPSTREAM_AUDIO_BACKLOG_BYTES

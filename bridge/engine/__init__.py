@@ -10,8 +10,7 @@ Speech detection, recognition, the reply policy and synthesis are plug-ins.
   (returns :class:`Speech` / :class:`ToolCall` outputs), :class:`Voice` (:class:`ToneVoice`).
 """
 
-from bridge.engine.codec import AudioFormat
-from bridge.engine.config import SessionConfig, Transcription, TurnDetection
+from bridge.engine.config import EngineSessionConfig, EngineTurnDetection, Transcription
 from bridge.engine.errors import ProtocolError
 from bridge.engine.items import (
     ContentPart,
@@ -26,15 +25,16 @@ from bridge.engine.response import ResponseRecord
 from bridge.engine.server import Connection, RealtimeServer, Record, SessionSetup, dialect_of
 from bridge.engine.session import ErrorRecord, RealtimeSession, RespondJob, TranscribeJob
 from bridge.engine.transcriber import SilentTranscriber, Transcriber
-from bridge.engine.vad import EnergyVad, SpeechStarted, SpeechStopped, Vad
+from bridge.engine.vad import EnergyVad, Vad, VoiceStarted, VoiceStopped
 from bridge.engine.voice import ToneVoice, Voice, tone
 
 __all__ = [
-    "AudioFormat",
     "Connection",
     "ContentPart",
     "Conversation",
     "EnergyVad",
+    "EngineSessionConfig",
+    "EngineTurnDetection",
     "ErrorRecord",
     "FunctionCallItem",
     "FunctionCallOutputItem",
@@ -49,20 +49,18 @@ __all__ = [
     "Responder",
     "ResponseRecord",
     "ResponseRequest",
-    "SessionConfig",
     "SessionSetup",
     "SilentTranscriber",
     "Speech",
-    "SpeechStarted",
-    "SpeechStopped",
     "ToneVoice",
     "ToolCall",
     "TranscribeJob",
     "Transcriber",
     "Transcription",
-    "TurnDetection",
     "Vad",
     "Voice",
+    "VoiceStarted",
+    "VoiceStopped",
     "dialect_of",
     "tone",
 ]

@@ -1,7 +1,7 @@
 """The effective configuration of one session, in neutral (dialect-free) terms.
 
 Dialects parse ``session.update`` into a :class:`SessionPatch` and render a
-:class:`SessionConfig` back; the state machine only ever reads these typed values.
+:class:`EngineSessionConfig` back; the state machine only ever reads these typed values.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from bridge.engine.codec import AudioFormat
+from bridge.audio_format import AudioFormat
 
 TurnDetectionType = Literal["server_vad", "semantic_vad"]
 
@@ -25,7 +25,7 @@ so eagerness maps to a fixed silence, from patient (low) to quick (high)."""
 
 
 @dataclass(frozen=True)
-class TurnDetection:
+class EngineTurnDetection:
     """Server-side turn detection, with the service's documented defaults."""
 
     type: TurnDetectionType = "server_vad"
@@ -60,7 +60,7 @@ DEFAULT_INSTRUCTIONS = (
 
 
 @dataclass(frozen=True)
-class SessionConfig:
+class EngineSessionConfig:
     """Everything the engine acts on, plus opaque settings it only echoes back.
 
     ``passthrough`` keeps the dialect-specific settings the engine accepts but does not act
@@ -72,7 +72,7 @@ class SessionConfig:
     instructions: str = DEFAULT_INSTRUCTIONS
     input_format: AudioFormat = AudioFormat.PCM16
     output_format: AudioFormat = AudioFormat.PCM16
-    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    turn_detection: EngineTurnDetection | None = field(default_factory=EngineTurnDetection)
     transcription: Transcription | None = None
     noise_reduction: Mapping[str, Any] | None = None
     voice: str | Mapping[str, Any] = "alloy"
@@ -90,7 +90,7 @@ class SessionConfig:
             return self.voice
         return str(self.voice.get("id", ""))
 
-    def apply(self, patch: SessionPatch) -> SessionConfig:
+    def apply(self, patch: SessionPatch) -> EngineSessionConfig:
         """Merge an update: only the fields the client sent change, as the service documents."""
         changes = dict(patch.changes)
         if patch.passthrough:
@@ -100,7 +100,7 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class SessionPatch:
-    """The fields present in one ``session.update``, as ``SessionConfig`` field → new value."""
+    """The fields present in one ``session.update``: ``EngineSessionConfig`` field → new value."""
 
     changes: Mapping[str, Any] = field(default_factory=dict)
     passthrough: Mapping[str, Any] = field(default_factory=dict)

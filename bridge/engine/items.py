@@ -13,7 +13,8 @@ from typing import Literal
 
 import numpy as np
 
-from bridge.engine.codec import ENGINE_RATE, AudioFormat, Pcm
+from bridge.audio_format import AudioFormat
+from bridge.engine.codec import ENGINE_RATE, Pcm
 
 ItemStatus = Literal["completed", "incomplete", "in_progress"]
 Role = Literal["user", "assistant", "system"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from bridge.engine.asr import Recognizer, known_words
 from bridge.engine.codec import Pcm
-from bridge.engine.config import SessionConfig
+from bridge.engine.config import EngineSessionConfig
 from bridge.engine.policy import (
     DialoguePolicy,
     declared_tools,
@@ -126,7 +126,7 @@ class LocalEngine:
             vad_factory=webrtc_vad_factory,
             # The service transcribes only when asked; the bridge always asks. The default
             # model name is what the service reports for a session that never set one.
-            config=SessionConfig(model=model, transcription=None),
+            config=EngineSessionConfig(model=model, transcription=None),
         )
 
 

@@ -3,7 +3,7 @@
 :func:`parse_client_event` turns one WebSocket text message into one of these records, or
 raises :class:`~bridge.engine.errors.ProtocolError` with the code the service would send.
 Dialect-specific payloads (``session``, ``item``) are kept raw here and parsed by the
-session through its :class:`~bridge.engine.dialect.Dialect`, which knows their shape.
+session through its :class:`~bridge.engine.dialect.EngineDialect`, which knows their shape.
 """
 
 from __future__ import annotations

@@ -34,9 +34,23 @@ class ToolCall:
     name: str
     arguments: str = "{}"
     call_id: str | None = None
+    stream_ms: int = 0
+    """How long the model takes to write the arguments (0: at once). A response cancelled
+    meanwhile ends the call item `incomplete`, its arguments cut where they were, and still
+    sends `response.function_call_arguments.done`, as the hosted service does."""
 
 
-Output = Speech | ToolCall
+@dataclass(frozen=True)
+class Failure:
+    """The response fails here, as the hosted service fails one (quota, rate limit, a server
+    error): `response.done` with status `failed` and `status_details.error`."""
+
+    type: str
+    code: str
+    message: str
+
+
+Output = Speech | ToolCall | Failure
 
 
 @dataclass(frozen=True)

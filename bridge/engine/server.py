@@ -29,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
-from bridge.engine.config import SessionConfig
+from bridge.engine.config import EngineSessionConfig
 from bridge.engine.dialect import DialectName
 from bridge.engine.responder import Output, Responder, Speech
 from bridge.engine.session import (
@@ -42,6 +42,7 @@ from bridge.engine.session import (
 )
 from bridge.engine.transcriber import SilentTranscriber, Transcriber
 from bridge.engine.voice import ToneVoice, Voice
+from bridge.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class SessionSetup:
     voice: Voice = field(default_factory=ToneVoice)
     vad_factory: VadFactory = default_vad_factory
     validator: ClientEventValidator | None = None
-    config: SessionConfig | None = None
+    config: EngineSessionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ class RealtimeServer:
             len(self.connections) + 1, request.path, headers, dialect, self.record
         )
         setup = self._setup(connection) if callable(self._setup) else self._setup
-        config = setup.config or SessionConfig()
+        config = setup.config or EngineSessionConfig()
         if config.model is None:
             # The service names the session's model after the URL's (model or deployment).
             query = connection.query_params
@@ -346,11 +347,11 @@ class _Runner:
         self.await_transcripts = server.await_transcripts
         self._send_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(self._task_failed)
         self._transcriptions: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
-        pump = self._spawn(self._pump())
+        self._tasks.spawn(self._pump(), "realtime:pump")
         try:
             await self._flush()
             async for message in self.websocket:
@@ -362,10 +363,7 @@ class _Runner:
         except ConnectionClosed:
             pass
         finally:
-            tasks = [pump, *self._tasks]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._tasks.cancel_all()
 
     def _received(self, message: str | bytes) -> None:
         text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
@@ -394,25 +392,17 @@ class _Runner:
     def _start_jobs(self) -> None:
         for job in self.session.jobs_to_run():
             if isinstance(job, TranscribeJob):
-                task = self._spawn(self._transcribe(job))
+                task = self._tasks.spawn(self._transcribe(job), "realtime:transcribe")
                 self._transcriptions[job.item_id] = task
             elif isinstance(job, RespondJob):
-                self._spawn(self._respond(job, list(self._transcriptions.values())))
+                pending = list(self._transcriptions.values())
+                self._tasks.spawn(self._respond(job, pending), "realtime:respond")
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_failed(self, name: str, exc: BaseException) -> None:
         """A crashed task is an engine bug: say so and end the session as the service would
         (close code 1011), rather than leave the client waiting on a silent server."""
-        self._tasks.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
-        log.error("realtime session task failed", exc_info=task.exception())
-        self._spawn(self.websocket.close(1011, "server error"))
+        log.error("realtime session task failed", exc_info=exc)
+        self._tasks.spawn(self.websocket.close(1011, "server error"), "realtime:close")
 
     async def _transcribe(self, job: TranscribeJob) -> None:
         try:

@@ -10,6 +10,13 @@ active response one audio chunk at a time. No sockets, no clocks, no tasks: the 
 
 The only clock here is the input-audio timeline (samples the client appended), which is
 what the protocol's ``audio_start_ms`` / ``audio_end_ms`` are measured on.
+
+Size: one state machine. Its handlers (client events, caller audio and turns, responses)
+all read and change the same state: the conversation, the input buffer, the active response
+and the outbox. Split into modules, they would pass that state around rather than separate
+concerns; what is separable already lives elsewhere (wire spellings in
+:mod:`bridge.engine.dialect`, event parsing in :mod:`bridge.engine.protocol`, the plug-ins,
+and all I/O in :mod:`bridge.engine.server`).
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from typing import Any
 
 from bridge.engine.buffer import InputAudioBuffer
 from bridge.engine.codec import ENGINE_RATE, InputDecoder, Pcm, encode_output
-from bridge.engine.config import SessionConfig, TurnDetection
-from bridge.engine.dialect import Dialect, DialectName, get_dialect
+from bridge.engine.config import EngineSessionConfig, EngineTurnDetection
+from bridge.engine.dialect import DialectName, EngineDialect, get_dialect
 from bridge.engine.errors import ProtocolError
 from bridge.engine.ids import IdGenerator
 from bridge.engine.items import (
@@ -52,18 +59,18 @@ from bridge.engine.protocol import (
     decode_message,
     parse_client_event,
 )
-from bridge.engine.responder import Output, ResponseRequest, Speech, ToolCall
+from bridge.engine.responder import Failure, Output, ResponseRequest, Speech, ToolCall
 from bridge.engine.response import CancelReason, ResponseRecord, ResponseStatus
-from bridge.engine.vad import EnergyVad, SpeechStarted, Vad, threshold_to_dbfs
+from bridge.engine.vad import EnergyVad, Vad, VoiceStarted, threshold_to_dbfs
 
 ClientEventValidator = Callable[[Mapping[str, Any]], Sequence[ProtocolError]]
 """Extra checks on raw client events (e.g. a schema oracle in tests); any error it returns
 is answered like the service would, and the event is not applied."""
 
-VadFactory = Callable[[TurnDetection], Vad]
+VadFactory = Callable[[EngineTurnDetection], Vad]
 
 
-def default_vad_factory(turn_detection: TurnDetection) -> Vad:
+def default_vad_factory(turn_detection: EngineTurnDetection) -> Vad:
     """An :class:`EnergyVad` tuned by the session's turn-detection settings."""
     return EnergyVad(
         threshold_dbfs=threshold_to_dbfs(turn_detection.threshold),
@@ -120,7 +127,7 @@ class RealtimeSession:
     """The server side of one Realtime session.
 
     Parameters:
-        dialect: ``"ga"`` or ``"beta"`` (or a :class:`Dialect`).
+        dialect: ``"ga"`` or ``"beta"`` (or an :class:`EngineDialect`).
         config: initial effective configuration (the service's defaults when None).
         vad_factory: builds the VAD whenever turn detection is (re)configured.
         ids: id source; inject a seeded one for reproducible ids.
@@ -134,9 +141,9 @@ class RealtimeSession:
 
     def __init__(
         self,
-        dialect: DialectName | Dialect = "ga",
+        dialect: DialectName | EngineDialect = "ga",
         *,
-        config: SessionConfig | None = None,
+        config: EngineSessionConfig | None = None,
         vad_factory: VadFactory = default_vad_factory,
         ids: IdGenerator | None = None,
         chunk_ms: int = 100,
@@ -147,7 +154,7 @@ class RealtimeSession:
         if chunk_ms <= 0:
             raise ValueError("chunk_ms must be positive")
         self.dialect = get_dialect(dialect)
-        self.config = config if config is not None else SessionConfig()
+        self.config = config if config is not None else EngineSessionConfig()
         self.ids = ids if ids is not None else IdGenerator()
         self.chunk_ms = chunk_ms
         self.min_commit_ms = min_commit_ms
@@ -423,7 +430,7 @@ class RealtimeSession:
             return
         for vad_event in self._vad.feed(pcm):
             sample = self._vad_origin + vad_event.sample
-            if isinstance(vad_event, SpeechStarted):
+            if isinstance(vad_event, VoiceStarted):
                 self._speech_started(sample)
             else:
                 self._speech_stopped(sample)
@@ -522,6 +529,10 @@ class RealtimeSession:
                 yield from self._run_speech(response, output)
             elif isinstance(output, ToolCall):
                 yield from self._run_call(response, output)
+            elif isinstance(output, Failure):
+                error = {"type": output.type, "code": output.code, "message": output.message}
+                self._finish(response, "failed", {"type": "failed", "error": error})
+                return
         self._finish(response, "completed", None)
 
     def _start_item(self, response: ResponseRecord, item: Item) -> dict[str, Any]:
@@ -600,13 +611,20 @@ class RealtimeSession:
             status="in_progress",
         )
         ref = self._start_item(response, item)
-        self._emit(
-            "response.function_call_arguments.delta",
-            **ref,
-            call_id=item.call_id,
-            delta=call.arguments,
-        )
-        item.arguments = call.arguments
+        pieces = max(1, call.stream_ms // self.chunk_ms) if call.stream_ms else 1
+        size = math.ceil(len(call.arguments) / pieces) or 1
+        item.arguments = ""
+        for start in range(0, max(len(call.arguments), 1), size):
+            piece = call.arguments[start : start + size]
+            item.arguments += piece
+            self._emit(
+                "response.function_call_arguments.delta",
+                **ref,
+                call_id=item.call_id,
+                delta=piece,
+            )
+            if call.stream_ms:
+                yield self.chunk_ms
         self._emit(
             "response.function_call_arguments.done",
             **ref,
@@ -644,6 +662,16 @@ class RealtimeSession:
                 **ref,
                 content_index=0,
                 part={"type": "audio", "transcript": part.transcript or ""},
+            )
+        if isinstance(item, FunctionCallItem) and status == "incomplete":
+            # "Also emitted when a Response is interrupted, incomplete, or cancelled" (the
+            # openai package's ResponseFunctionCallArgumentsDoneEvent): with what was written.
+            self._emit(
+                "response.function_call_arguments.done",
+                **ref,
+                call_id=item.call_id,
+                name=item.name,
+                arguments=item.arguments,
             )
         item.status = status
         rendered = self.dialect.render_item(item)

@@ -1,7 +1,7 @@
 """Voice activity detection: where, on the input-audio timeline, a caller starts and stops.
 
-A VAD is fed PCM16 24 kHz chunks of any size and reports :class:`SpeechStarted` /
-:class:`SpeechStopped` with absolute sample offsets (counted from the first sample it was
+A VAD is fed PCM16 24 kHz chunks of any size and reports :class:`VoiceStarted` /
+:class:`VoiceStopped` with absolute sample offsets (counted from the first sample it was
 fed), so the session can turn them into the ``audio_start_ms`` / ``audio_end_ms`` the
 protocol reports, independent of how the client chunked its audio.
 """
@@ -18,20 +18,20 @@ from bridge.engine.codec import ENGINE_RATE, Pcm
 
 
 @dataclass(frozen=True)
-class SpeechStarted:
+class VoiceStarted:
     """Speech began at ``sample`` (the first voiced sample, before any prefix padding)."""
 
     sample: int
 
 
 @dataclass(frozen=True)
-class SpeechStopped:
+class VoiceStopped:
     """The turn ended at ``sample``: the point where the trailing silence became long enough."""
 
     sample: int
 
 
-VadEvent = SpeechStarted | SpeechStopped
+VadEvent = VoiceStarted | VoiceStopped
 
 
 class Vad(Protocol):
@@ -125,7 +125,7 @@ class EnergyVad:
             self._voiced_run += self._frame
             if self._voiced_run * 1000 >= self.min_speech_ms * self.sample_rate:
                 self._in_speech, self._silent_run = True, 0
-                return SpeechStarted(self._onset)
+                return VoiceStarted(self._onset)
             return None
         if voiced:
             self._silent_run = 0
@@ -133,7 +133,7 @@ class EnergyVad:
         self._silent_run += self._frame
         if self._silent_run * 1000 >= self.silence_ms * self.sample_rate:
             self._in_speech, self._voiced_run = False, 0
-            return SpeechStopped(self._position)
+            return VoiceStopped(self._position)
         return None
 
 

@@ -18,7 +18,7 @@ import webrtcvad
 
 from bridge.audio import Resampler24kTo8k
 from bridge.engine.codec import ENGINE_RATE, Pcm
-from bridge.engine.config import TurnDetection
+from bridge.engine.config import EngineTurnDetection
 from bridge.engine.vad import EnergyVad, VadEvent
 
 FRAME_MS: Final = 20
@@ -78,7 +78,7 @@ class WebRtcVad(EnergyVad):
         return events
 
 
-def webrtc_vad_factory(turn_detection: TurnDetection) -> WebRtcVad:
+def webrtc_vad_factory(turn_detection: EngineTurnDetection) -> WebRtcVad:
     """The engine's VAD for a session's turn-detection settings."""
     return WebRtcVad(
         mode=mode_for_threshold(turn_detection.threshold),

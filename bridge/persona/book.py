@@ -11,6 +11,7 @@ from bridge.persona.errors import Loc, PersonaError
 from bridge.persona.schema import DEFAULT_PERSONA, Persona
 from bridge.persona.sections import normalize_number
 from bridge.persona.source import Entry, load_file
+from bridge.voices import unsupported_voice_message, voices_for
 
 
 class _Identified(Protocol):
@@ -132,11 +133,14 @@ class PersonaBook:
         return f"PersonaBook({', '.join(self.names)}; default={self.default.name})"
 
 
-def load_personas(path: str | Path) -> PersonaBook:
+def load_personas(path: str | Path, dialect: str | None = None) -> PersonaBook:
     """Load one YAML file (a persona, or a `personas:` list) or a directory of `*.yaml` and
     `*.yml` files (not recursive; hidden files skipped, which also skips the `..data` links
     of a Kubernetes ConfigMap mount). Raises `PersonaError` listing every problem found, in
     one pass: each file's errors, then those across personas (names, numbers, the default).
+
+    With `dialect` ("ga" or "beta", the settings' protocol), what the provider would refuse
+    in the call's `session.update` is an error too: a voice it does not have.
 
     The server's start-up and `voicebridge persona check` both load through here, so a file
     or folder that passes the check starts the server."""
@@ -172,6 +176,19 @@ def load_personas(path: str | Path) -> PersonaBook:
 
     identities = [e.identity for e in known if e.identity is not None]
     errors += cross_check(identities, locate, origin, complete)
+    if dialect is not None:
+        errors += _provider_problems(entries, dialect)
     if errors:
         raise PersonaError(errors)
     return PersonaBook(e.persona for e in entries if e.persona is not None)
+
+
+def _provider_problems(entries: list[Entry], dialect: str) -> list[str]:
+    """What the provider's `session.update` would refuse, so a call never meets it silent."""
+    problems = []
+    for entry in entries:
+        persona = entry.persona
+        if persona is not None and persona.voice not in voices_for(dialect):
+            where = entry.source.locate(("voice",))
+            problems.append(f"{where}: voice: {unsupported_voice_message(persona.voice, dialect)}")
+    return problems

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.audio_format import AudioFormat
 from bridge.persona.errors import Loc, field_error
 from bridge.persona.sections import (
     DtmfAction,
@@ -40,7 +41,7 @@ from bridge.persona.sections import (
     TurnDetectionConfig,
 )
 from bridge.persona.templates import Template, render_template
-from bridge.realtime.events import AudioFormat, FunctionTool, SessionConfig
+from bridge.realtime.events import FunctionTool, SessionConfig
 from bridge.settings import business_url_problem
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
+from bridge.audio_format import AudioFormat
 from bridge.realtime import events as ev
 
 DialectName = Literal["ga", "beta"]
@@ -47,6 +48,7 @@ def _function_calls(response: dict[str, Any]) -> tuple[ev.FunctionCall, ...]:
                     call_id=str(out.get("call_id", "")),
                     name=str(out.get("name", "")),
                     arguments=str(out.get("arguments", "")),
+                    status=str(out["status"]) if out.get("status") else None,
                 )
             )
     return tuple(calls)
@@ -58,12 +60,36 @@ def _response_done(d: dict[str, Any]) -> ev.ResponseDone:
         raise UpstreamProtocolError("response.done: 'response' missing")
     details = response.get("status_details") or {}
     reason = details.get("reason") if isinstance(details, dict) else None
+    error = details.get("error") if isinstance(details, dict) else None
+    error = error if isinstance(error, dict) else {}
     return ev.ResponseDone(
         response_id=str(response.get("id", "")),
         status=str(response.get("status", "completed")),
         reason=reason,
+        error_type=_opt(error.get("type")),
+        error_code=_opt(error.get("code")),
+        error_message=_opt(error.get("message")),
         function_calls=_function_calls(response),
     )
+
+
+def _opt(value: object) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _rate_limits(d: dict[str, Any]) -> ev.RateLimits:
+    limits = []
+    for entry in d.get("rate_limits") or ():
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            limits.append(
+                ev.RateLimit(
+                    entry["name"],
+                    float(entry.get("limit") or 0),
+                    float(entry.get("remaining") or 0),
+                    float(entry.get("reset_seconds") or 0),
+                )
+            )
+    return ev.RateLimits(tuple(limits))
 
 
 def _error(d: dict[str, Any]) -> ev.UpstreamError:
@@ -132,6 +158,7 @@ _COMMON: dict[str, _Decoder] = {
         _s(d, "item_id"), int(d.get("audio_end_ms", 0))
     ),
     "error": _error,
+    "rate_limits.updated": _rate_limits,
 }
 
 
@@ -166,6 +193,9 @@ _BETA: dict[str, _Decoder] = {
     "response.audio.done": _audio_done,
     "response.audio_transcript.done": _transcript_done,
 }
+
+
+_CREATE_PREFIX = "create_"  # the event_id of a conversation.item.create: "create_<item id>"
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -232,7 +262,7 @@ class Dialect:
         if self.name == "ga":
             fmt = (
                 {"type": "audio/pcm", "rate": 24000}
-                if cfg.audio_format == "pcm16"
+                if cfg.audio_format == AudioFormat.PCM16
                 else {"type": "audio/pcmu"}
             )
             audio_in: dict[str, Any] = {"format": fmt, "turn_detection": turn}
@@ -250,7 +280,7 @@ class Dialect:
             if cfg.max_output_tokens is not None:
                 session["max_output_tokens"] = cfg.max_output_tokens
         else:
-            fmt_name = "pcm16" if cfg.audio_format == "pcm16" else "g711_ulaw"
+            fmt_name = "pcm16" if cfg.audio_format == AudioFormat.PCM16 else "g711_ulaw"
             session = {
                 "modalities": ["audio", "text"],
                 "instructions": cfg.instructions,
@@ -296,10 +326,19 @@ class Dialect:
         return _dumps({"type": "response.create", "response": {"instructions": instructions}})
 
     @staticmethod
+    def item_created_by(event_id: str | None) -> str | None:
+        """The item a `conversation.item.create` of ours carried, from the `event_id` the
+        service echoes in an `error` about it; None for any other event."""
+        if event_id and event_id.startswith(_CREATE_PREFIX):
+            return event_id[len(_CREATE_PREFIX) :]
+        return None
+
+    @staticmethod
     def user_text(text: str, item_id: str) -> str:
         return _dumps(
             {
                 "type": "conversation.item.create",
+                "event_id": _CREATE_PREFIX + item_id,
                 "item": {
                     "id": item_id,
                     "type": "message",
@@ -315,6 +354,7 @@ class Dialect:
         return _dumps(
             {
                 "type": "conversation.item.create",
+                "event_id": _CREATE_PREFIX + item_id,
                 "item": {
                     "id": item_id,
                     "type": "message",
@@ -329,6 +369,7 @@ class Dialect:
         return _dumps(
             {
                 "type": "conversation.item.create",
+                "event_id": _CREATE_PREFIX + item_id,
                 "item": {
                     "id": item_id,
                     "type": "function_call_output",

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.audio_format import AudioFormat
+
 
 @dataclass(frozen=True, slots=True)
 class SessionCreated:
@@ -102,6 +104,22 @@ class FunctionCall:
     call_id: str
     name: str
     arguments: str
+    status: str | None = None
+    """The item's status as `response.done` reports it (`completed`, `incomplete`); None
+    from `response.function_call_arguments.done`, which does not say."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    name: str  # "requests", "tokens"
+    limit: float
+    remaining: float
+    reset_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    limits: tuple[RateLimit, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +127,10 @@ class ResponseDone:
     response_id: str
     status: str
     reason: str | None = None
+    # A failed response's `status_details.error`: why the model went silent.
+    error_type: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
     # Function calls carried in `response.output`, for peers that skip the arguments events.
     function_calls: tuple[FunctionCall, ...] = field(default=())
 
@@ -152,10 +174,9 @@ ServerEvent = (
     | ResponseDone
     | ItemTruncated
     | UpstreamError
+    | RateLimits
     | Ignored
 )
-
-AudioFormat = Literal["pcm16", "pcmu"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +206,7 @@ class SessionConfig:
 
     instructions: str
     voice: str = "alloy"
-    audio_format: AudioFormat = "pcm16"
+    audio_format: AudioFormat = AudioFormat.PCM16
     speed: float | None = None
     transcription_model: str | None = "gpt-4o-mini-transcribe"
     transcription_language: str | None = None

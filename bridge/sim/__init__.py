@@ -14,12 +14,13 @@ from bridge.sim.media_stream import (
     Utterance,
 )
 from bridge.sim.playback import ClearRecord, MarkEcho, PlaybackBuffer, PlayedChunk
-from bridge.sim.webhook import StreamTarget, place_call
+from bridge.sim.webhook import Continuation, StreamTarget, Verb, continue_after_stream, place_call
 
 __all__ = [
     "CallRejected",
     "ClearRecord",
     "CloseInfo",
+    "Continuation",
     "InboundFrame",
     "MarkEcho",
     "PlaybackBuffer",
@@ -31,5 +32,7 @@ __all__ = [
     "StreamTarget",
     "TwilioMediaStream",
     "Utterance",
+    "Verb",
+    "continue_after_stream",
     "place_call",
 ]

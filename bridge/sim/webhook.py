@@ -27,14 +27,63 @@ _TWIML_CONTENT_TYPES = ("text/xml", "application/xml", "text/html")
 
 
 @dataclass(frozen=True)
+class Verb:
+    """One TwiML verb as Twilio would run it: `<Say>` text, `<Dial>` number, `<Hangup/>`,
+    or a `<Connect><Stream>` (then `stream` is its target)."""
+
+    name: str
+    text: str = ""
+    attrs: dict[str, str] = field(default_factory=dict, hash=False)
+    stream: StreamTarget | None = None
+
+
+@dataclass(frozen=True)
 class StreamTarget:
-    """Where the bridge told Twilio to stream the call, and with which parameters."""
+    """Where the bridge told Twilio to stream the call, and with which parameters; what
+    Twilio does when that stream ends: request `action` (the `<Connect action>`), or run
+    `after_connect`, the verbs after `</Connect>`."""
 
     url: str
     parameters: dict[str, str] = field(hash=False)
     call_sid: str
     account_sid: str
     twiml: str
+    action: str | None = None
+    status_callback: str | None = None
+    after_connect: tuple[Verb, ...] = ()
+    form: dict[str, str] = field(default_factory=dict, hash=False)
+    """The call's webhook parameters, which Twilio sends (and signs) with the action too."""
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What the call did once its stream had ended, as Twilio runs it."""
+
+    via: str  # "action": the <Connect> action's TwiML; "document": the verbs after </Connect>
+    verbs: tuple[Verb, ...]
+    twiml: str = ""
+
+    @property
+    def said(self) -> list[str]:
+        return [v.text for v in self.verbs if v.name == "Say"]
+
+    @property
+    def dialed(self) -> str | None:
+        return next((v.text for v in self.verbs if v.name == "Dial"), None)
+
+    @property
+    def reconnect(self) -> StreamTarget | None:
+        """A new `<Connect><Stream>` for the same call (the agent takes the caller back)."""
+        return next((v.stream for v in self.verbs if v.stream is not None), None)
+
+    def describe(self) -> str:
+        if self.reconnect is not None:
+            return "back to the agent on a new stream"
+        if self.dialed:
+            return f"transferred to {self.dialed}"
+        if self.said:
+            return "heard: " + " / ".join(self.said)
+        return "hung up"
 
 
 def webhook_params(
@@ -64,13 +113,16 @@ async def place_call(
     auth_token: str | None = None,
     client: httpx.AsyncClient | None = None,
     extra_params: Mapping[str, str] | None = None,
+    sign_url: str | None = None,
 ) -> StreamTarget:
     """Ring the bridge as Twilio would and return the stream its TwiML asks for.
 
     Signs the request with `auth_token` when given (omitting the header otherwise, as an
     unsigned attacker would). `extra_params` adds form fields (they are signed too), for
-    checking that a server validates over every field it received. Raises `CallRejected`
-    on a non-200 answer or TwiML without `<Connect><Stream>`.
+    checking that a server validates over every field it received. `sign_url` is the URL
+    Twilio would sign when a proxy stands between (a path prefix it strips); by default the
+    one posted to. Raises `CallRejected` on a non-200 answer or TwiML without
+    `<Connect><Stream>`.
     """
     url = base_url.rstrip("/") + WEBHOOK_PATH
     params = webhook_params(
@@ -81,8 +133,10 @@ async def place_call(
     )
     params.update(extra_params or {})
     headers = {"User-Agent": TWILIO_USER_AGENT}
+    signed_url = sign_url or url
     if auth_token is not None:
-        headers["X-Twilio-Signature"] = RequestValidator(auth_token).compute_signature(url, params)
+        validator = RequestValidator(auth_token)
+        headers["X-Twilio-Signature"] = validator.compute_signature(signed_url, params)
     if client is None:
         async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS) as own_client:
             response = await own_client.post(url, data=params, headers=headers)
@@ -94,11 +148,18 @@ async def place_call(
         response.text,
         call_sid=params["CallSid"],
         account_sid=account_sid,
+        form=params,
     )
 
 
 def parse_connect_twiml(
-    status: int, content_type: str, body: str, *, call_sid: str, account_sid: str
+    status: int,
+    content_type: str,
+    body: str,
+    *,
+    call_sid: str,
+    account_sid: str,
+    form: Mapping[str, str] | None = None,
 ) -> StreamTarget:
     """Read a webhook answer the way Twilio would, keeping only what a stream needs."""
     if status != 200:
@@ -134,10 +195,83 @@ def parse_connect_twiml(
         if not name:
             raise CallRejected("<Parameter> without a name", status=status, body=body, verbs=verbs)
         parameters[name] = parameter.get("value", "")
+    connect = root.find("Connect")
+    assert connect is not None
+    children = list(root)
+    after = tuple(
+        _verb(child, call_sid, account_sid) for child in children[children.index(connect) + 1 :]
+    )
     return StreamTarget(
         url=url,
         parameters=parameters,
         call_sid=call_sid,
         account_sid=account_sid,
         twiml=body,
+        action=connect.get("action"),
+        status_callback=stream.get("statusCallback"),
+        after_connect=after,
+        form=dict(form or {}),
     )
+
+
+def _verb(element: ET.Element, call_sid: str, account_sid: str) -> Verb:
+    stream = None
+    if element.tag == "Connect" and element.find("Stream") is not None:
+        stream = parse_connect_twiml(
+            200,
+            "text/xml",
+            f"<Response>{ET.tostring(element, encoding='unicode')}</Response>",
+            call_sid=call_sid,
+            account_sid=account_sid,
+        )
+    text = (element.text or "").strip()
+    if element.tag == "Dial" and not text:
+        number = element.find("Number")
+        text = (number.text or "").strip() if number is not None else ""
+    return Verb(element.tag, text, dict(element.attrib), stream)
+
+
+async def continue_after_stream(
+    target: StreamTarget,
+    *,
+    auth_token: str | None = None,
+    client: httpx.AsyncClient | None = None,
+    sign_url: str | None = None,
+) -> Continuation:
+    """What Twilio does once the bridge has closed the call's stream: request the
+    `<Connect>` action (POST, the call's parameters, signed like the webhook) and run the
+    TwiML it returns; without an action, run the verbs after `</Connect>`."""
+    if target.action is None:
+        return Continuation("document", target.after_connect)
+    url = _absolute(target.action, target.url)
+    params = {**target.form, "CallStatus": "in-progress"}
+    headers = {"User-Agent": TWILIO_USER_AGENT}
+    if auth_token is not None:
+        validator = RequestValidator(auth_token)
+        headers["X-Twilio-Signature"] = validator.compute_signature(sign_url or url, params)
+    if client is None:
+        async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS) as own_client:
+            response = await own_client.post(url, data=params, headers=headers)
+    else:
+        response = await client.post(url, data=params, headers=headers)
+    if response.status_code != 200:
+        raise CallRejected(
+            "the <Connect> action did not answer 200 (Twilio: an application error)",
+            status=response.status_code,
+            body=response.text,
+        )
+    try:
+        root = ET.fromstring(response.text)
+    except ET.ParseError as exc:
+        raise CallRejected(f"action TwiML is not XML: {exc}", body=response.text) from exc
+    verbs = tuple(_verb(child, target.call_sid, target.account_sid) for child in root)
+    return Continuation("action", verbs, response.text)
+
+
+def _absolute(url: str, stream_url: str) -> str:
+    """A relative action URL resolves against the call's host, as Twilio resolves it."""
+    if urlsplit(url).scheme:
+        return url
+    parts = urlsplit(stream_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return f"{scheme}://{parts.netloc}{url}"

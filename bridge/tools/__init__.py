@@ -1,26 +1,26 @@
 """Tools the agent calls while talking, and call control (transfer, hang-up, DTMF).
 
-- `function_tools(persona, settings)`: the tools a call's session offers the model.
+- `build_tools(persona, settings)`: a call's tools, built once (`catalogue.py`); its
+  `function_tools` are the session's `tools`, and it maps names to what runs.
 - `unavailable_tools(personas, settings)`: why listed tools are not offered (start-up log).
-- `ToolRunner`: one call's tool tasks, keypad menu and call control (`runner.py`).
+- `ToolRunner`: runs one function call with its tool, bounded by its timeout (`runner.py`).
 
-One tool per module: `web_search`, `transfer`, `end_call`; `dtmf` decides what a key does,
-`call_control` speaks Twilio REST, `registry` holds the shared types and the catalogue.
+`base` holds the types every tool shares; one tool per module (`web_search`, `transfer`,
+`end_call`) imports only `base`; `dtmf` decides what a key does, `call_control` speaks Twilio
+REST, and `catalogue` imports the tool modules to list and build them.
 """
 
-from bridge.tools.registry import (
-    Handoff,
-    Tool,
-    ToolEnv,
-    ToolResult,
+from bridge.tools.base import Handoff, Tool, ToolEnv, ToolResult, speak_exactly
+from bridge.tools.catalogue import (
+    CallTools,
     UnavailableTool,
     build_tools,
-    function_tools,
     unavailable_tools,
 )
 from bridge.tools.runner import ToolRunner
 
 __all__ = [
+    "CallTools",
     "Handoff",
     "Tool",
     "ToolEnv",
@@ -28,6 +28,6 @@ __all__ = [
     "ToolRunner",
     "UnavailableTool",
     "build_tools",
-    "function_tools",
+    "speak_exactly",
     "unavailable_tools",
 ]

@@ -21,6 +21,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
+from bridge.errors import describe
 from bridge.settings import Settings
 
 __all__ = [
@@ -135,7 +136,7 @@ class TwilioCallControl:
                 duration_ms=elapsed(),
             )
         except Exception as exc:
-            return ControlOutcome(ok=False, error=_describe(exc), duration_ms=elapsed())
+            return ControlOutcome(ok=False, error=describe(exc), duration_ms=elapsed())
         return ControlOutcome(ok=True, http_status=201, duration_ms=elapsed())
 
     def _client(self) -> Client:
@@ -168,12 +169,7 @@ class TwilioCallControl:
                 duration_ms=elapsed(),
             )
         except Exception as exc:  # connection refused, timeout, TLS: the request never landed
-            return ControlOutcome(ok=False, error=_describe(exc), duration_ms=elapsed())
+            return ControlOutcome(ok=False, error=describe(exc), duration_ms=elapsed())
         return ControlOutcome(
             ok=True, http_status=200, call_status=call.status, duration_ms=elapsed()
         )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -10,12 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.persona import Persona
-from bridge.settings import Settings
 from bridge.tools import end_call, transfer
-from bridge.tools.call_control import missing_credentials
-from bridge.tools.registry import Handoff, ToolEnv
+from bridge.tools.base import Handoff, ToolEnv
 
-__all__ = ["DtmfOutcome", "SayLine", "ToModel", "decide", "to_model_text", "unavailable_actions"]
+__all__ = ["DtmfOutcome", "SayLine", "ToModel", "decide", "to_model_text"]
 
 _KEY_NAMES = {"*": "star (*)", "#": "pound (#)"}
 
@@ -41,13 +39,11 @@ def to_model_text(digit: str) -> str:
     return f"The caller pressed {_KEY_NAMES.get(digit, digit)} on the keypad."
 
 
-def decide(
-    persona: Persona, digit: str, env: ToolEnv, *, can_transfer: bool = True
-) -> DtmfOutcome | None:
+def decide(persona: Persona, digit: str, env: ToolEnv) -> DtmfOutcome | None:
     """What pressing `digit` does on this call; None means the press is ignored.
 
-    Without Twilio credentials a menu transfer cannot happen; the press then reaches the
-    model, which can at least tell the caller (`unavailable_actions` warns at start-up).
+    A menu transfer works with or without Twilio credentials (without them, the stream's
+    end carries it out through the `<Connect>` action).
     """
     action = persona.dtmf_action(digit)
     if action is None:
@@ -56,22 +52,6 @@ def decide(
         return SayLine(env.render(action.text))
     if action.action == "end_call":
         return end_call.handoff(persona, env, origin="keypad")
-    if action.action == "transfer" and action.target and can_transfer:
+    if action.action == "transfer" and action.target:
         return transfer.handoff(persona, action.target, env, origin="keypad")
     return ToModel(to_model_text(digit))
-
-
-def unavailable_actions(persona: Persona, settings: Settings) -> list[tuple[str, str]]:
-    """Menu entries that cannot work with these settings: `(digit, reason)`."""
-    reason = missing_credentials(settings)
-    if reason is None:
-        return []
-    return [
-        (
-            digit,
-            f"keypad transfer to {action.target!r} is not possible: {reason}; "
-            "the key press reaches the model instead",
-        )
-        for digit, action in persona.dtmf.menu.items()
-        if action.action == "transfer"
-    ]

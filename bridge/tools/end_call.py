@@ -11,7 +11,7 @@ from typing import Any
 
 from bridge.persona import EndCallTool, Persona
 from bridge.settings import Settings
-from bridge.tools.registry import Handoff, Tool, ToolEnv, ToolResult
+from bridge.tools.base import Handoff, Tool, ToolEnv, ToolResult
 
 __all__ = ["NAME", "build", "handoff", "unavailable"]
 

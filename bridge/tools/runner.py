@@ -16,7 +16,7 @@ from typing import Any
 
 from bridge.errors import describe
 from bridge.logs import get_logger
-from bridge.tools.registry import Tool, ToolEnv, ToolResult
+from bridge.tools.base import Tool, ToolEnv, ToolResult
 
 log = get_logger("voicebridge.tools")
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from bridge.persona import Persona, TransferCallTool
 from bridge.settings import Settings
-from bridge.tools.call_control import missing_credentials
-from bridge.tools.registry import Handoff, Tool, ToolEnv, ToolResult
+from bridge.tools.base import Handoff, Tool, ToolEnv, ToolResult
 
 __all__ = ["NAME", "build", "handoff", "unavailable"]
 
@@ -24,8 +23,9 @@ REASON = "transferred"
 
 
 def unavailable(settings: Settings) -> str | None:
-    """Transfers need Twilio REST: without credentials the tool is not offered."""
-    return missing_credentials(settings)
+    """Always offered: with Twilio REST the call is redirected to the `<Dial>`; without it
+    (or when REST fails) the stream ends and the `<Connect>` action answers with it."""
+    return None
 
 
 def handoff(persona: Persona, target: str, env: ToolEnv, origin: str = "model") -> Handoff:

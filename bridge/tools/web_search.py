@@ -27,7 +27,7 @@ from tavily import AsyncTavilyClient
 
 from bridge.persona import Persona, WebSearchTool
 from bridge.settings import Settings
-from bridge.tools.registry import Tool, ToolEnv, ToolResult
+from bridge.tools.base import Tool, ToolEnv, ToolResult
 
 __all__ = ["NAME", "WebSearch", "build", "compact", "unavailable"]
 

@@ -155,6 +155,8 @@ def test_import_in_a_read_only_install_uses_the_temp_dir_and_warms_it(tmp_path) 
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     shutil.copy(Path(bridge.__file__), package / "__init__.py")
+    # The audio core's one dependency outside its package: the format type it shares.
+    shutil.copy(Path(bridge.__file__).parent / "audio_format.py", package / "audio_format.py")
     (package / "audio" / "__pycache__").write_bytes(b"")  # in-tree cache: impossible
     (tmp_path / "file").write_bytes(b"")  # $HOME and $XDG_CACHE_HOME lie under a file
     (tmp_path / "tmp").mkdir()

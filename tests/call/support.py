@@ -15,7 +15,7 @@ from bridge.realtime import events as ev
 from bridge.realtime.dialect import Dialect
 from bridge.realtime.events import SessionConfig
 from bridge.tools import dtmf, end_call
-from bridge.tools.registry import ToolEnv, ToolResult
+from bridge.tools.base import ToolEnv, ToolResult
 from tests.callcore import drain, sink_of
 from tests.conftest import make_settings
 
@@ -43,7 +43,7 @@ def persona() -> Persona:
 ENV = ToolEnv(persona(), make_settings(), CALL_SID)
 
 
-def make_call(rules: CallRules | None = None, *, can_transfer: bool = True) -> Call:
+def make_call(rules: CallRules | None = None) -> Call:
     call = Call(
         stream_sid=SID,
         call_sid=CALL_SID,
@@ -53,9 +53,13 @@ def make_call(rules: CallRules | None = None, *, can_transfer: bool = True) -> C
         greeting=None,
         started_at=0.0,
         rules=rules or CallRules(),
-        keypad=lambda digit: dtmf.decide(ENV.persona, digit, ENV, can_transfer=can_transfer),
+        keypad=lambda digit: dtmf.decide(ENV.persona, digit, ENV),
     )
     call.upstream_opened(0.0)
+    # The session confirms its configuration and the agent speaks first (nothing, here).
+    call.on_upstream(ev.SessionUpdated(), 0.0)
+    call.on_upstream(ev.ResponseCreated("resp_greeting"), 0.0)
+    call.on_upstream(ev.ResponseDone("resp_greeting", "completed"), 0.0)
     drain(call)
     return call
 

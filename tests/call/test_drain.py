@@ -63,7 +63,7 @@ def test_a_slow_upstream_loses_caller_audio_first_and_never_control() -> None:
     sink.upstream_buffered = 64 * 1024 + 1
     for _ in range(3):
         call.on_twilio(tw.Media(SID, PAYLOAD, "inbound"), 0.0)
-    call.on_upstream(ev.SessionUpdated(), 0.0)  # asks for a response (the greeting)
+    assert call.say("Say hello.")  # a response.create: control
     call.drain(sink)
     assert [orjson.loads(m)["type"] for m in sink.upstream] == ["response.create"]
     assert (call.stats.frames_dropped, call.stats.slow_dropped) == (3, 3)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 from bridge import twilio_stream as tw
+from bridge.after_stream import Fallback, Hangup, Transfer
 from bridge.call import CallRules, CarryOut, End
 from bridge.realtime import events as ev
+from bridge.tools.base import speak_exactly
 from bridge.tools.call_control import ControlOutcome
-from bridge.tools.registry import speak_exactly
 from tests.call.support import SID, Conversation, end_call_result, make_call
 
 R1, R2, R3 = "resp_1", "resp_2", "resp_3"
@@ -67,19 +68,23 @@ def test_a_keypad_hang_up_goes_ahead_when_the_caller_talks_over_it() -> None:
     c.upstream(ev.SpeechStarted("user_1", 0), ev.ResponseDone(R1, "cancelled"), now=0.05)
     (carry,) = c.effects_of(CarryOut)
     assert carry.handoff.origin == "keypad"
-    c.call.handoff_result(None, 0.1)  # no Twilio account: closing the stream ends the call
+    c.call.handoff_result(None, 0.1)  # no Twilio account: the stream's end does it
     c.pump()
     assert [e.reason for e in c.effects_of(End)] == ["agent_hangup"]
-    assert c.logs("call_control")[0]["via"] == "stream_close"
+    assert c.logs("call_control")[0]["via"] == "connect_action"
+    assert c.call.after_stream == Hangup()
 
 
-def test_a_keypad_transfer_without_credentials_reaches_the_model_instead() -> None:
-    c = Conversation(make_call(can_transfer=False))
+def test_a_keypad_transfer_without_credentials_is_dialled_when_the_stream_ends() -> None:
+    c = Conversation()
     c.twilio(tw.Dtmf(SID, "0"))
-    (item,) = c.of_type("conversation.item.create")
-    assert item["item"]["content"][0]["text"] == "The caller pressed 0 on the keypad."
-    assert [e["type"] for e in c.sent] == ["conversation.item.create", "response.create"]
-    assert c.call.handoff is None
+    c.speak(R1, "hold_item", 100)
+    c.play_out(0.2)
+    assert len(c.effects_of(CarryOut)) == 1
+    c.call.handoff_result(None, 0.3)
+    c.pump()
+    assert [e.reason for e in c.effects_of(End)] == ["transferred"]
+    assert c.call.after_stream == Transfer("operator", "+12125550110")
 
 
 def test_a_keypad_line_waits_until_the_agent_is_quiet() -> None:
@@ -92,7 +97,7 @@ def test_a_keypad_line_waits_until_the_agent_is_quiet() -> None:
     assert line["response"]["instructions"] == speak_exactly("We open at nine.")
 
 
-def test_a_failed_transfer_keeps_the_caller_and_tells_the_model() -> None:
+def test_a_transfer_twilio_rest_refused_is_dialled_when_the_stream_ends() -> None:
     c = Conversation()
     c.twilio(tw.Dtmf(SID, "0"))
     c.speak(R1, "hold_item", 200)
@@ -102,11 +107,29 @@ def test_a_failed_transfer_keeps_the_caller_and_tells_the_model() -> None:
     assert c.call.end_reason == "transferred"  # Twilio was asked: that is why it would end
     c.call.handoff_result(ControlOutcome(ok=False, http_status=500, error="boom"), 0.4)
     c.pump()
-    assert c.effects_of(End) == [] and c.call.end_reason is None and c.call.handoff is None
-    apology = c.of_type("response.create")[-1]["response"]["instructions"]
-    assert "did not go through" in apology
+    assert [e.reason for e in c.effects_of(End)] == ["transferred"]
+    assert c.call.after_stream == Transfer("operator", "+12125550110")
     (control,) = c.logs("call_control")
-    assert (control["ok"], control["http_status"]) == (False, 500)
+    assert (control["ok"], control["http_status"], control["then"]) == (
+        False,
+        500,
+        "connect_action",
+    )
+
+
+def test_what_follows_the_stream_is_a_hang_up_only_for_a_deliberate_end() -> None:
+    for reason, expected in [
+        ("agent_hangup", Hangup()),
+        ("max_duration", Hangup()),
+        ("idle", Hangup()),
+        ("caller_hangup", Hangup()),
+        ("upstream_failed", Fallback()),
+        ("error", Fallback()),
+        ("shutdown", Fallback()),
+    ]:
+        c = Conversation()
+        c.call.end(reason)
+        assert c.call.after_stream == expected, reason
 
 
 def test_a_stop_that_beats_twilios_answer_still_ends_the_call_as_transferred() -> None:

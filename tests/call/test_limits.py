@@ -9,7 +9,7 @@ from bridge import twilio_stream as tw
 from bridge.call import CallRules, CarryOut, RenewSession
 from bridge.call.limits import EndForLimit, LimitWatch, Renew, Reprompt
 from bridge.realtime import events as ev
-from bridge.tools.registry import speak_exactly
+from bridge.tools.base import speak_exactly
 from tests.call.support import SID, Conversation, make_call
 
 RULES = CallRules(

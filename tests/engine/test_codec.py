@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bridge.audio import ulaw_encode
-from bridge.engine.codec import AudioFormat, InputDecoder, encode_output, pcm16_encode
+from bridge.audio_format import AudioFormat
+from bridge.engine.codec import InputDecoder, encode_output, pcm16_encode
 from bridge.engine.voice import tone
 
 

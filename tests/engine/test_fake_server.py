@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from bridge.engine.codec import ulaw_encode
 from bridge.engine.voice import tone
-from tests.conformance import Dialect, validate_server_event
+from tests.conformance import DialectName, validate_server_event
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say
 
 GA_TRANSCRIBED = {
@@ -70,7 +70,7 @@ def audio_bytes(events: list[dict[str, Any]], kind: str = "response.output_audio
 
 
 def assert_conforms(fake: FakeRealtimeServer) -> None:
-    dialect: Dialect = fake.dialect
+    dialect: DialectName = fake.dialect
     for session in fake.sessions:
         assert session.sent, "nothing was sent"
         for event in session.server_events():

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 import websockets
 
 from bridge.engine import RealtimeServer, ResponseRequest, SessionSetup, Speech
@@ -95,6 +96,29 @@ async def test_responder_failure_ends_the_response_failed_and_the_session_goes_o
         assert done["status_details"]["error"]["message"] == "model unavailable"
         await ws.send('{"type": "input_audio_buffer.clear"}')
         assert (await recv_until(ws, "input_audio_buffer.cleared"))[-1]
+
+
+class Mute:
+    """A broken voice plug-in: no audio at all, which the session refuses to plan."""
+
+    def synthesize(self, text: str, *, voice: str) -> Any:
+        return None
+
+
+async def test_a_crashed_session_task_closes_the_connection_with_1011_and_the_server_goes_on(
+    caplog: Any,
+) -> None:
+    server = RealtimeServer(SessionSetup(Echo(), voice=Mute()), speed=math.inf)
+    async with server:
+        async with websockets.connect(server.url) as ws:
+            await recv_until(ws, "session.created")
+            await ws.send('{"type": "response.create"}')
+            with pytest.raises(websockets.ConnectionClosedError) as info:
+                await recv_until(ws, "response.done")
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, "server error")
+        assert "realtime session task failed" in caplog.text
+        assert "Speech outputs need audio before they are planned" in caplog.text
+        assert (await first_session(server.url))["type"] == "session.created"
 
 
 async def test_a_local_responder_hears_the_transcript_of_the_turn() -> None:

@@ -14,19 +14,19 @@ import numpy as np
 import orjson
 import pytest
 
-from bridge.engine.config import SessionConfig
+from bridge.engine.config import EngineSessionConfig
 from bridge.engine.ids import IdGenerator
 from bridge.engine.items import FunctionCallItem, MessageItem
 from bridge.engine.responder import Output, Speech, ToolCall
 from bridge.engine.session import RealtimeSession, RespondJob, TranscribeJob
 from bridge.engine.voice import tone
-from tests.conformance import Dialect, validate_server_event
+from tests.conformance import DialectName, validate_server_event
 
 
 class Driver:
     """Feeds a session and collects (and validates) everything it emits."""
 
-    def __init__(self, dialect: Dialect = "ga", **options: Any) -> None:
+    def __init__(self, dialect: DialectName = "ga", **options: Any) -> None:
         self.dialect = dialect
         self.session = RealtimeSession(dialect, ids=IdGenerator("T"), **options)
         self.jobs: list[Any] = []
@@ -90,7 +90,7 @@ SAY = [Speech("Hello there, how can I help?", tone(1000))]
 
 
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
-def test_session_created_is_the_first_event(dialect: Dialect) -> None:
+def test_session_created_is_the_first_event(dialect: DialectName) -> None:
     driver = Driver(dialect)
     [created] = driver.drain()
     assert created["type"] == "session.created"
@@ -183,7 +183,7 @@ def test_beta_shaped_update_on_ga_is_refused_and_changes_nothing() -> None:
     )
     assert error_of(events)["code"] == "missing_required_parameter"
     assert error_of(events)["param"] == "session.type"
-    assert driver.session.config == SessionConfig()
+    assert driver.session.config == EngineSessionConfig()
 
 
 def test_misspelled_session_key_is_an_unknown_parameter() -> None:
@@ -242,7 +242,7 @@ def test_commit_of_an_empty_buffer_is_an_error() -> None:
 
 
 def test_manual_commit_adds_a_user_item_and_asks_for_a_transcript() -> None:
-    driver = Driver("ga", config=SessionConfig(turn_detection=None))
+    driver = Driver("ga", config=EngineSessionConfig(turn_detection=None))
     driver.drain()
     driver.append(tone(300))
     events = driver.send({"type": "input_audio_buffer.commit"})
@@ -258,7 +258,7 @@ def test_manual_commit_adds_a_user_item_and_asks_for_a_transcript() -> None:
 
 
 def test_clear_empties_the_buffer() -> None:
-    driver = Driver("ga", config=SessionConfig(turn_detection=None))
+    driver = Driver("ga", config=EngineSessionConfig(turn_detection=None))
     driver.append(tone(300))
     assert types(driver.send({"type": "input_audio_buffer.clear"})) == [
         "input_audio_buffer.cleared"
@@ -593,7 +593,7 @@ def test_truncate_of_an_unknown_item_is_an_error() -> None:
 
 
 def test_truncate_during_streaming_stops_the_item() -> None:
-    driver = Driver("ga", config=SessionConfig(turn_detection=None))
+    driver = Driver("ga", config=EngineSessionConfig(turn_detection=None))
     driver.send({"type": "response.create"})
     job = driver.jobs.pop()
     driver.session.response_planned(job.request.response_id, SAY)
@@ -643,7 +643,7 @@ def test_conversation_keeps_items_in_order() -> None:
 
 
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
-def test_every_kind_of_server_event_conforms(dialect: Dialect) -> None:
+def test_every_kind_of_server_event_conforms(dialect: DialectName) -> None:
     driver = Driver(dialect)
     seen = types(driver.drain())
     if dialect == "ga":

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
 
-from bridge.engine.config import SessionConfig
+from bridge.engine.config import EngineSessionConfig
 from bridge.engine.errors import ProtocolError
-from bridge.engine.responder import Output, ResponseRequest, Speech, ToolCall
+from bridge.engine.responder import Failure, Output, ResponseRequest, Speech, ToolCall
 from bridge.engine.server import Connection, RealtimeServer, Record, SessionSetup
 from bridge.engine.session import ErrorRecord, RealtimeSession
 from bridge.engine.voice import tone
-from tests.conformance import Dialect, Problem, check_client_event
+from tests.conformance import DialectName, Problem, check_client_event
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,22 @@ class FunctionCall:
     name: str
     arguments: Mapping[str, Any] | str = field(default_factory=dict)
     call_id: str | None = None
+    ms: int = 0
+    """How long the model takes to write the arguments; a barge-in meanwhile cancels the
+    response and the call arrives `incomplete`, cut short, as the hosted service sends it."""
 
 
-Step = Say | FunctionCall
+@dataclass(frozen=True)
+class Fail:
+    """The response fails, as the service fails one: `response.done` status `failed` with
+    `status_details.error` (e.g. `insufficient_quota`, `rate_limit_exceeded`)."""
+
+    code: str
+    message: str
+    type: str = "invalid_request_error"
+
+
+Step = Say | FunctionCall | Fail
 ScriptedResponse = Sequence[Step] | Callable[[ResponseRequest], Sequence[Step]]
 """One response: its outputs, or a function of the request that returns them."""
 
@@ -84,10 +97,12 @@ class ScriptedResponder:
     def _output(self, step: Step) -> Output:
         if isinstance(step, Say):
             return Speech(step.text, tone(step.ms, hz=self.tone_hz, dbfs=self.tone_dbfs))
+        if isinstance(step, Fail):
+            return Failure(step.type, step.code, step.message)
         arguments = (
             step.arguments if isinstance(step.arguments, str) else json.dumps(step.arguments)
         )
-        return ToolCall(step.name, arguments, step.call_id)
+        return ToolCall(step.name, arguments, step.call_id, step.ms)
 
 
 class ScriptedTranscriber:
@@ -112,7 +127,7 @@ class FakeSession:
         connection: Connection,
         responder: ScriptedResponder,
         transcriber: ScriptedTranscriber,
-        dialect: Dialect,
+        dialect: DialectName,
         cancel_grace_s: float,
     ) -> None:
         self.connection = connection
@@ -187,7 +202,7 @@ class FakeSession:
         return self.connection.session
 
     @property
-    def config(self) -> SessionConfig:
+    def config(self) -> EngineSessionConfig:
         """The effective session configuration (after every ``session.update``)."""
         return self.session.config
 
@@ -271,7 +286,7 @@ class FakeRealtimeServer:
         transcripts: what the caller "said", one text per committed turn, in order.
         speed: audio pacing as a multiple of real time; ``math.inf`` (default) sends at once.
         chunk_ms: audio per delta event (100 ms like the service).
-        config: the initial session config (e.g. ``SessionConfig(turn_detection=None)``).
+        config: the initial session config (e.g. ``EngineSessionConfig(turn_detection=None)``).
         cancel_grace_s: see :attr:`FakeSession.excused`.
         response_delay_s: latency before a response's first output item (after
             ``response.created``), like a model thinking; lets a caller barge in before audio.
@@ -283,13 +298,13 @@ class FakeRealtimeServer:
 
     def __init__(
         self,
-        dialect: Dialect = "ga",
+        dialect: DialectName = "ga",
         script: Iterable[ScriptedResponse] = (),
         transcripts: Iterable[str] = (),
         *,
         speed: float = math.inf,
         chunk_ms: int = 100,
-        config: SessionConfig | None = None,
+        config: EngineSessionConfig | None = None,
         cancel_grace_s: float = 0.5,
         response_delay_s: float = 0.0,
         transcript_delay_s: float = 0.0,
@@ -299,7 +314,7 @@ class FakeRealtimeServer:
         tone_hz: float = 440.0,
         tone_dbfs: float = -12.0,
     ) -> None:
-        self.dialect: Dialect = dialect
+        self.dialect: DialectName = dialect
         self.script: list[ScriptedResponse] = list(script)
         self.transcripts: list[str] = list(transcripts)
         self.config = config

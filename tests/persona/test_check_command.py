@@ -239,3 +239,27 @@ def test_the_check_of_a_folder_fails_exactly_when_start_up_does(
     else:
         assert (code, served) == (1, 2)
         assert capsys.readouterr().err == f"voicebridge: invalid persona:\n{checked.err}"
+
+
+def test_a_voice_the_provider_does_not_have_is_refused_with_its_line(
+    write_yaml: WriteYaml, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service answers an unknown voice with `invalid_value` and no `session.updated`;
+    the check says so first, for the dialect the settings speak (the preview has no marin)."""
+    path = write_yaml(
+        """
+        name: desk
+        instructions: Answer.
+        greeting: Hello.
+        voice: marin
+        """
+    )
+    assert check_command(str(path)) == 0  # GA (OpenAI, Azure GA) has marin
+    capsys.readouterr()
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-test-key-0123456789")
+    monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
+    monkeypatch.setenv("AZURE_OPENAI_API_VERSION", "2025-04-01-preview")
+    assert check_command(str(path)) == 1
+    _, err = capsys.readouterr()
+    assert err.startswith(f"{path}:4: voice: Invalid value: 'marin'. Supported values are: 'alloy'")

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from bridge.audio_format import AudioFormat
 from bridge.persona import DEFAULT_PERSONA, Persona, load_personas
 from bridge.realtime.dialect import Dialect, DialectName
-from bridge.realtime.events import AudioFormat, FunctionTool
+from bridge.realtime.events import FunctionTool
 from tests.conformance import validate_client_event
 from tests.persona._support import EXAMPLES
 
@@ -31,7 +32,7 @@ def _example(file: str) -> Persona:
 
 
 def _session_update(
-    persona: Persona, dialect: DialectName, audio: AudioFormat = "pcm16"
+    persona: Persona, dialect: DialectName, audio: AudioFormat = AudioFormat.PCM16
 ) -> dict[str, Any]:
     config = persona.session_config(audio, caller_number="+12125550199", tools=(END_CALL,), at=AT)
     event: dict[str, Any] = json.loads(Dialect(dialect).session_update(config))

@@ -18,7 +18,7 @@ from bridge.persona import (
     TransferTarget,
 )
 from bridge.tools.call_control import dial_twiml
-from bridge.tools.registry import function_tools, unavailable_tools
+from bridge.tools.catalogue import build_tools, unavailable_tools
 from tests.conftest import LogCapture, make_settings, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say
 from tests.fakes.twilio_rest import FakeTwilioRest, RestRequest
@@ -165,7 +165,7 @@ def test_transfer_call_offers_only_the_personas_targets_by_name() -> None:
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         PUBLIC_URL="https://voice.example.com",
     )
-    tools = {t.name: t for t in function_tools(receptionist(), settings)}
+    tools = {t.name: t for t in build_tools(receptionist(), settings).function_tools}
     target = tools["transfer_call"].parameters["properties"]["target"]
     assert target["enum"] == ["operator", "billing"]
     assert tools["transfer_call"].parameters["additionalProperties"] is False
@@ -173,17 +173,13 @@ def test_transfer_call_offers_only_the_personas_targets_by_name() -> None:
     assert "billing: Invoices." in tools["transfer_call"].description
 
 
-def test_without_twilio_credentials_transfers_are_not_offered_and_start_up_says_why() -> None:
+def test_without_twilio_credentials_transfers_are_still_offered() -> None:
+    """Without REST the stream's end carries the transfer out (the `<Connect>` action's
+    `<Dial>`), so nothing is left out and start-up has nothing to warn about."""
     settings = make_settings()
-    assert [t.name for t in function_tools(receptionist(), settings)] == ["end_call"]
-    reasons = [str(r) for r in unavailable_tools([receptionist()], settings)]
-    assert reasons == [
-        "persona 'receptionist': transfer_call: not offered: TWILIO_ACCOUNT_SID and "
-        "TWILIO_AUTH_TOKEN not set (needed for Twilio REST call control)",
-        "persona 'receptionist': dtmf 0: keypad transfer to 'operator' is not possible: "
-        "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN not set (needed for Twilio REST call "
-        "control); the key press reaches the model instead",
-    ]
+    offered = [t.name for t in build_tools(receptionist(), settings).function_tools]
+    assert offered == ["transfer_call", "end_call"]
+    assert unavailable_tools([receptionist()], settings) == []
 
 
 async def test_no_rest_request_while_the_caller_still_hears_the_line() -> None:

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from bridge.persona import Persona
-from bridge.tools.registry import Tool, ToolEnv, ToolResult
+from bridge.tools.base import Tool, ToolEnv, ToolResult
 from bridge.tools.runner import ToolRunner, parse_arguments
 from tests.conftest import make_settings
 

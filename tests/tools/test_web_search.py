@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from bridge.persona import EndCallTool, Persona, Tools, WebSearchTool
-from bridge.tools.registry import ToolEnv, build_tools, function_tools, unavailable_tools
+from bridge.tools.base import ToolEnv
+from bridge.tools.catalogue import build_tools, unavailable_tools
 from bridge.tools.web_search import compact
 from tests.conftest import make_settings
 from tests.fakes.realtime import FakeRealtimeServer, Say
@@ -112,13 +113,13 @@ async def test_an_empty_query_is_an_error_for_the_model_without_a_request() -> N
 def test_without_a_tavily_key_web_search_is_not_offered_and_start_up_says_why() -> None:
     persona = support_persona()
     without = make_settings()
-    assert [t.name for t in function_tools(persona, without)] == ["end_call"]
+    assert [t.name for t in build_tools(persona, without).function_tools] == ["end_call"]
     (reason,) = unavailable_tools([persona], without)
     assert (reason.persona, reason.tool) == ("support", "web_search")
     assert "TAVILY_API_KEY is not set" in str(reason)
 
     with_key = make_settings(TAVILY_API_KEY=TAVILY_KEY)
-    tools = function_tools(persona, with_key)
+    tools = build_tools(persona, with_key).function_tools
     assert [t.name for t in tools] == ["web_search", "end_call"]
     assert tools[0].parameters["required"] == ["query"]
     assert unavailable_tools([persona], with_key) == []
@@ -141,7 +142,8 @@ _FIRST_SEARCH = """
 import asyncio, contextlib, json, sys
 from bridge.app import create_app
 from bridge.persona import Persona, Tools, WebSearchTool
-from bridge.tools.registry import ToolEnv, build_tools
+from bridge.tools.base import ToolEnv
+from bridge.tools.catalogue import build_tools
 from tests.conftest import make_settings
 from tests.fakes.tavily import FakeTavily
 from tests.tools.helpers import TAVILY_KEY

@@ -1,19 +1,18 @@
-"""Which tools a call offers the model, and the small types every tool shares.
+"""The small types every tool shares, and nothing else: tool modules import only this.
 
 A tool is data plus one coroutine: a name, a description and a JSON schema (what the model
 sees), an async implementation, a timeout and an optional filler line for when it is slow.
-The persona lists the tools it wants; a tool whose service is not configured (no Tavily key,
-no Twilio credentials) is left out of the session, so the model never promises what the
-bridge cannot do, and `unavailable_tools` tells the operator why at start-up.
-
 Call control (transfer, hang-up) is not done inside a tool: the tool only validates and
 returns a `Handoff`, and the runner carries it out once the last words have played.
+
+Which tools a call offers is the catalogue's business (`bridge.tools.catalogue`), which
+imports the tool modules; keeping the types here is what lets both import at the top.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,12 +24,10 @@ __all__ = [
     "Handoff",
     "Tool",
     "ToolEnv",
+    "ToolFactory",
+    "ToolImpl",
     "ToolResult",
-    "UnavailableTool",
-    "build_tools",
-    "function_tools",
     "speak_exactly",
-    "unavailable_tools",
 ]
 
 
@@ -115,71 +112,5 @@ def speak_exactly(text: str) -> str:
     return f'Say exactly this to the caller, and nothing else: "{text}"'
 
 
-# --- The catalogue ------------------------------------------------------------------------------
-
-
-def _factories() -> dict[str, tuple[Callable[[Settings], str | None], ToolFactory]]:
-    # Imported here: each tool module imports this one for the shared types.
-    from bridge.tools import end_call, transfer, web_search
-
-    return {
-        "web_search": (web_search.unavailable, web_search.build),
-        "transfer_call": (transfer.unavailable, transfer.build),
-        "end_call": (end_call.unavailable, end_call.build),
-    }
-
-
 ToolFactory = Callable[[Persona, Settings], Tool]
-
-
-def build_tools(persona: Persona, settings: Settings) -> dict[str, Tool]:
-    """The tools one call offers: the persona's, minus those whose service is not set up."""
-    factories = _factories()
-    tools: dict[str, Tool] = {}
-    for name in persona.tools.enabled:
-        unavailable, build = factories[name]
-        if unavailable(settings) is None:
-            tools[name] = build(persona, settings)
-    return tools
-
-
-def function_tools(persona: Persona, settings: Settings) -> tuple[FunctionTool, ...]:
-    """The `tools` of the call's session (`persona.session_config(..., tools=...)`)."""
-    factories = _factories()
-    out = []
-    for name in persona.tools.enabled:
-        unavailable, build = factories[name]
-        if unavailable(settings) is None:
-            out.append(build(persona, settings).function_tool)
-    return tuple(out)
-
-
-@dataclass(frozen=True, slots=True)
-class UnavailableTool:
-    """A tool a persona asks for that calls will not offer, and why (for the start-up log)."""
-
-    persona: str
-    tool: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"persona {self.persona!r}: {self.tool}: {self.reason}"
-
-
-def unavailable_tools(personas: Iterable[Persona], settings: Settings) -> list[UnavailableTool]:
-    """Why tools the personas list will not be offered, e.g. web_search without
-    TAVILY_API_KEY; keypad transfers without Twilio credentials are reported too. Call it
-    once at start-up and log each entry (`log.warning("tool_unavailable", **asdict(entry))`).
-    """
-    from bridge.tools import dtmf
-
-    factories = _factories()
-    out: list[UnavailableTool] = []
-    for persona in personas:
-        for name in persona.tools.enabled:
-            reason = factories[name][0](settings)
-            if reason is not None:
-                out.append(UnavailableTool(persona.name, name, f"not offered: {reason}"))
-        for digit, reason in dtmf.unavailable_actions(persona, settings):
-            out.append(UnavailableTool(persona.name, f"dtmf {digit}", reason))
-    return out
+"""Builds a tool for one call from its persona's settings (each tool module's `build`)."""

@@ -1,0 +1,71 @@
+"""The TwiML the bridge answers Twilio with: pure functions from decisions to documents.
+
+- the webhook's `<Connect action=…><Stream url=… statusCallback=…>` with the per-call
+  `<Parameter>`s, and nothing after `</Connect>`: with an action, Twilio runs the TwiML the
+  action returns when the stream ends (`bridge.after_stream`);
+- the action's answer: `<Hangup/>`, the transfer's `<Dial>`, or the persona's fallback;
+- the busy answer when the bridge is at capacity or draining.
+"""
+
+from __future__ import annotations
+
+from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
+
+from bridge.after_stream import AfterStream, Fallback, Hangup, Transfer
+from bridge.persona import FallbackPlan
+
+UNAVAILABLE_SAY = (
+    "Sorry, our assistant is not available right now. Please call again later. Goodbye."
+)
+BUSY_SAY = (
+    "Sorry, all of our lines are busy right now. Please call again in a few minutes. Goodbye."
+)
+STREAM_ENDED_PATH = "/stream-ended"
+STREAM_STATUS_PATH = "/stream-status"
+
+
+def busy_twiml() -> VoiceResponse:
+    response = VoiceResponse()
+    response.say(BUSY_SAY)
+    response.hangup()
+    return response
+
+
+def connect_twiml(
+    stream_url: str, parameters: dict[str, str], *, action_url: str, status_url: str
+) -> VoiceResponse:
+    """`<Connect action><Stream statusCallback>` with the per-call `<Parameter>`s."""
+    response = VoiceResponse()
+    connect = Connect(action=action_url, method="POST")
+    stream = Stream(url=stream_url, status_callback=status_url, status_callback_method="POST")
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    connect.append(stream)
+    response.append(connect)
+    return response
+
+
+def fallback_twiml(fallback: FallbackPlan | None) -> VoiceResponse:
+    """The persona's apology, then a transfer to a human or a hang-up."""
+    response = VoiceResponse()
+    response.say(fallback.say if fallback else UNAVAILABLE_SAY)
+    if fallback and fallback.transfer_number:
+        response.dial(fallback.transfer_number)
+    else:
+        response.hangup()
+    return response
+
+
+def after_stream_twiml(outcome: AfterStream | None, fallback: FallbackPlan | None) -> VoiceResponse:
+    """The answer to the `<Connect>` action: what the call does once its stream has ended.
+    `None` (a call this process does not know) gets the fallback, as a failed agent does."""
+    if isinstance(outcome, Hangup):
+        response = VoiceResponse()
+        response.hangup()
+        return response
+    if isinstance(outcome, Transfer):
+        response = VoiceResponse()
+        response.dial(outcome.number)
+        return response
+    assert outcome is None or isinstance(outcome, Fallback)
+    return fallback_twiml(fallback)
