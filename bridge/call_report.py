@@ -3,9 +3,10 @@
 The call's start (`bridge.stream_start`) makes one `CallReport` per call (`for_call`), hands
 the call core its recorder and calls `started` once the call is logged as started; the
 adapter (`bridge.stream.CallRuntime`) feeds it what the core emits (transcript lines,
-`tool_call` lines, tool outputs) and calls `ended` once `finish` has run. It decides nothing about the call; it only turns the call's facts into the
-`call.started` and `call.ended` events (`bridge.call_events`) and the recording's file
-(`bridge.recording`) or Twilio's recording of it.
+`tool_call` lines, tool outputs) and calls `ended` once `finish` has run. It decides nothing
+about the call; it only turns the call's facts into the `call.started` and `call.ended`
+events (`bridge.call_events`) and the recording's file (`bridge.recording`) or Twilio's
+recording of it.
 """
 
 from __future__ import annotations

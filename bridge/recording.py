@@ -5,10 +5,10 @@ The call core hands the `Recorder` its audio facts (`bridge.call.recorder.CallRe
 a caller frame is placed at its Twilio timestamp (where it arrived, if it has none or an
 implausible one); an agent frame only once Twilio echoes its mark as played, and 20 ms
 before the echo (a mark comes back when its frame has *finished* playing), so audio a
-barge-in's `clear` dropped never reaches the file. Frames that land up to 40 ms after where
-the previous one of their channel ended are joined to it, and the stretch they make is put
-at the earliest time its frames allow (`_Track`), so network jitter neither punches clicks
-of silence into steady audio nor shifts it late. The recorder only buffers on
+barge-in's `clear` dropped never reaches the file. Frames that follow each other make a
+stretch, put at the earliest time its frames allow (`_Track`), so network jitter neither
+punches clicks of silence into steady audio nor shifts it late, and a real gap (Twilio ran
+out of audio to play) stays where it was. The recorder only buffers on
 the event loop; every second the audio older than one second (final by then: echoes come
 within a frame of play) goes to one writer thread of the process (`RecordingWriter`),
 which decodes, interleaves and appends it to the file.
@@ -32,7 +32,7 @@ import numpy as np
 from bridge.audio.g711 import ULAW_SILENCE, ulaw_decode
 
 SAMPLE_RATE = 8000
-SNAP_SAMPLES = 320  # 40 ms: a frame up to this late on the end of the previous one joins it
+SNAP_SAMPLES = 40  # 5 ms: a frame up to this late on the end of the previous one joins it
 TIMESTAMP_AHEAD_S = 0.2  # a caller frame's timestamp may put it this far past its arrival
 TIMESTAMP_BEHIND_S = 5.0  # or this far before it; beyond either, its arrival is used
 FINAL_AFTER_S = 1.0  # audio older than this cannot move any more: it is written out
@@ -81,7 +81,9 @@ class _Track:
     was said; an echo cannot come before its frame played). Frames that follow each other
     without a gap form a stretch played back to back, so the stretch starts no later than
     the smallest of its frames' bounds, less what precedes each: late echoes that come in a
-    burst do not push it later, and one early echo pulls the whole stretch back.
+    burst do not push it later, and one early echo pulls the whole stretch back, up to where
+    the stretch before it ended. A late frame starts a stretch of its own, which the next
+    frame on time pulls back against the previous one; after a real gap it stays put.
     """
 
     __slots__ = ("anchor", "buf", "floor", "rendered", "stretch")

@@ -79,5 +79,3 @@ async def test_a_frozen_upstream_is_replaced_within_3_s(logs: LogCapture) -> Non
     assert 2500 <= frozen["silent_ms"] < 3100
     assert proxy.connections == 2
     assert logs.events("call_ended")[0]["reason"] == "caller_hangup"
-
-

@@ -54,6 +54,11 @@ def timeline(pieces: list[tuple[float, bytes]], t0: float, length: int) -> np.nd
     return out
 
 
+def envelope(pcm: np.ndarray) -> np.ndarray:
+    """|pcm| averaged over 2.5 ms: the loudness over time, without the waveform's phase."""
+    return np.convolve(np.abs(pcm), np.ones(20) / 20, mode="same")
+
+
 def best_lag(recorded: np.ndarray, expected: np.ndarray) -> tuple[int, float]:
     """The shift of `recorded` against `expected` (samples) with the highest correlation,
     and that correlation, normalised (1.0: identical)."""
@@ -101,8 +106,9 @@ async def test_the_recording_lines_up_with_what_was_said_and_heard_without_the_c
     heard = timeline([(c.start, c.payload) for c in stream.played], t0, length)
     lag, similarity = best_lag(caller, said)
     assert abs(lag) <= FRAME and similarity > 0.95, (lag, similarity)
-    lag, similarity = best_lag(agent, heard)
-    assert abs(lag) <= FRAME and similarity > 0.9, (lag, similarity)
+    # The agent's tone is periodic (2.3 ms): its envelope is what shows the timing.
+    lag, similarity = best_lag(envelope(agent), envelope(heard))
+    assert abs(lag) <= FRAME and similarity > 0.95, (lag, similarity)
 
     # What the clear cut (over a second of the greeting) is not in the file: between the
     # clear and the reply, the agent's channel is silent.

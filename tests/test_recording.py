@@ -126,6 +126,22 @@ async def test_late_echoes_in_a_burst_do_not_push_the_agent_channel_late(
     assert runs(agent, AGENT) == [(0, 640)]  # back to back from the earliest bound
 
 
+async def test_a_real_gap_in_the_agents_audio_stays_where_it_was(
+    tmp_path: Path, writer: RecordingWriter
+) -> None:
+    rec = Recorder(tmp_path / "g.wav", T0, writer)
+    for k in range(4):
+        rec.agent_sent(f"0.{k}", frame(AGENT))
+    rec.agent_played("0.0", T0 + 0.020)
+    rec.agent_played("0.1", T0 + 0.040)
+    # Twilio ran dry for 30 ms (the model's audio came late): the next frames played later.
+    rec.agent_played("0.2", T0 + 0.090)
+    rec.agent_played("0.3", T0 + 0.110)
+    await rec.close()
+    _, agent = read(tmp_path / "g.wav")
+    assert runs(agent, AGENT) == [(0, 320), (560, 320)]
+
+
 async def test_a_long_call_is_written_as_it_goes_not_kept(
     tmp_path: Path, writer: RecordingWriter
 ) -> None:
