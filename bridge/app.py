@@ -118,7 +118,7 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
     app.state.calls = calls
     app.state.on_stream = on_stream
     if with_softphone:
-        app.include_router(softphone_router())
+        app.include_router(softphone_router(personas=book))
 
     def signed(request: Request, form: dict[str, str]) -> bool:
         if services.signatures is None:

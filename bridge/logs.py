@@ -262,6 +262,22 @@ def add_expiring_secrets(secrets: Iterable[str], expires_at: float) -> None:
     _expiring.add(secrets, expires_at)
 
 
+_rotating: dict[str, tuple[str, ...]] = {}
+
+
+def rotate_secret(name: str, value: str) -> None:
+    """Scrub `value`, and the one before it under `name`, but no older: a credential that is
+    replaced every hour (an Entra ID token) keeps the scrubber's list short."""
+    global _secrets
+    old = _rotating.get(name, ())
+    kept = (value, *old[:1])
+    _rotating[name] = kept
+    dropped = set(old) - set(kept)
+    _secrets = tuple(
+        sorted({*(x for x in _secrets if x not in dropped), *kept}, key=len, reverse=True)
+    )
+
+
 def add_secrets(secrets: Iterable[str]) -> None:
     """Register more values to scrub, for the life of the process (credentials)."""
     global _secrets

@@ -14,6 +14,7 @@ from bridge.after_stream import StreamOutcomes
 from bridge.call_events import CallEvents
 from bridge.logs import get_logger
 from bridge.persona import Persona, PersonaBook
+from bridge.realtime.entra import EntraTokens
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
 from bridge.recording import RecordingWriter
 from bridge.security import StreamTokens, TwilioSignatures
@@ -34,9 +35,12 @@ class UpstreamTargets:
     """Where each call's Realtime session is opened. The built-in local engine's address is
     only known once it listens, at start-up (`use_local_engine`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, entra: EntraTokens | None = None) -> None:
         self._settings = settings
         self._local_url: str | None = None
+        if entra is None and settings.provider == "azure" and settings.AZURE_OPENAI_AUTH == "entra":
+            entra = EntraTokens()
+        self._entra = entra
 
     def use_local_engine(self, url: str) -> None:
         self._local_url = url
@@ -46,7 +50,8 @@ class UpstreamTargets:
         return self._local_url
 
     def target(self) -> UpstreamTarget:
-        return upstream_target(self._settings, self._local_url)
+        bearer = self._entra.bearer if self._entra is not None else None
+        return upstream_target(self._settings, self._local_url, bearer)
 
 
 @dataclass(frozen=True, slots=True)

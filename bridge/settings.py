@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     AZURE_OPENAI_API_KEY: SecretStr | None = None
     AZURE_OPENAI_DEPLOYMENT: str | None = None
     AZURE_OPENAI_API_VERSION: str | None = None
+    # On Azure the input transcription `model` is a deployment of the transcription model.
+    AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT: str | None = None
+    # `entra`: an Entra ID token (azure-identity's DefaultAzureCredential) instead of the key,
+    # for tenants with key authentication disabled.
+    AZURE_OPENAI_AUTH: Literal["key", "entra"] = "key"
     REALTIME_URL: str | None = None
     REALTIME_AUDIO: AudioFormat = AudioFormat.PCM16
 
@@ -114,6 +119,7 @@ class Settings(BaseSettings):
         "AZURE_OPENAI_ENDPOINT",
         "AZURE_OPENAI_DEPLOYMENT",
         "AZURE_OPENAI_API_VERSION",
+        "AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT",
         "REALTIME_URL",
         "TAVILY_API_BASE_URL",
         "PERSONA_FILE",
@@ -204,15 +210,10 @@ class Settings(BaseSettings):
         if provider == "openai" and self.OPENAI_API_KEY is None:
             raise ValueError("REALTIME_PROVIDER=openai needs OPENAI_API_KEY")
         if provider == "azure":
-            missing = [
-                name
-                for name in (
-                    "AZURE_OPENAI_ENDPOINT",
-                    "AZURE_OPENAI_API_KEY",
-                    "AZURE_OPENAI_DEPLOYMENT",
-                )
-                if getattr(self, name) is None
-            ]
+            needed = ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT"]
+            if self.AZURE_OPENAI_AUTH == "key":
+                needed.insert(1, "AZURE_OPENAI_API_KEY")
+            missing = [name for name in needed if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"REALTIME_PROVIDER=azure needs {', '.join(missing)}")
             if self.AZURE_OPENAI_ENDPOINT and urlsplit(self.AZURE_OPENAI_ENDPOINT).scheme not in (
@@ -246,11 +247,22 @@ class Settings(BaseSettings):
         return self.TWILIO_AUTH_TOKEN is not None
 
     @property
+    def azure_preview(self) -> bool:
+        """An Azure preview api-version (`2025-04-01-preview`): the preview URL and the beta
+        event shapes. A GA version names nothing the GA URL takes (it has no api-version)."""
+        version = self.AZURE_OPENAI_API_VERSION or ""
+        return self.provider == "azure" and "preview" in version.lower()
+
+    @property
     def dialect(self) -> Literal["ga", "beta"]:
         """Azure preview api-versions speak the beta event shapes; everything else is GA."""
-        if self.provider == "azure" and self.AZURE_OPENAI_API_VERSION:
-            return "beta"
-        return "ga"
+        return "beta" if self.azure_preview else "ga"
+
+    @property
+    def session_limit_s(self) -> float:
+        """How long the provider lets one Realtime session last (Azure: 30 minutes, OpenAI:
+        60); a call is moved to a fresh session before that."""
+        return 30 * 60.0 if self.provider == "azure" else 60 * 60.0
 
     def stream_url(self, request_host: str | None = None, request_scheme: str = "http") -> str:
         """The `<Stream url>`: PUBLIC_URL with https→wss (http→ws), its path prefix kept, and

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -26,9 +27,11 @@ from bridge.errors import describe
 from bridge.logs import get_logger
 from bridge.persona import Persona
 from bridge.realtime.dialect import Dialect
+from bridge.realtime.events import SessionConfig
 from bridge.realtime.upstream import connect
 from bridge.security import TokenError
 from bridge.services import Services
+from bridge.settings import Settings
 from bridge.stream import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
@@ -47,8 +50,9 @@ log = get_logger("voicebridge.stream")
 
 START_TIMEOUT_S = 3.0
 """Twilio sends `start` right after `connected`; a stream silent for this long is not Twilio."""
-# Providers cap a session's length (OpenAI: 60 minutes); see `CallRules.session_renew_s`.
-SESSION_RENEW_S = 55 * 60.0
+SESSION_RENEW_MARGIN_S = 5 * 60.0
+"""A call moves to a fresh session this long before the provider's cap (Azure 30 minutes,
+OpenAI 60: `Settings.session_limit_s`), at a quiet moment."""
 
 
 class StreamClosed(Exception):
@@ -136,6 +140,15 @@ async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallR
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
 
+def session_for(session: SessionConfig, settings: Settings) -> SessionConfig:
+    """What the provider takes: on Azure the transcription `model` is a deployment name
+    (`AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT`); without one, no input transcription is asked
+    for (a model name would be refused there)."""
+    if settings.provider != "azure":
+        return session
+    return replace(session, transcription_model=settings.AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT)
+
+
 def call_rules(persona: Persona, services: Services, caller: str) -> CallRules:
     """The limits and lines of one call, from the settings and its persona."""
     settings, limits = services.settings, persona.limits
@@ -145,7 +158,7 @@ def call_rules(persona: Persona, services: Services, caller: str) -> CallRules:
         idle_s=limits.idle_seconds or settings.IDLE_TIMEOUT_SECONDS,
         goodbye=persona.render(limits.goodbye, caller_number=caller),
         idle_reprompt=persona.render(reprompt, caller_number=caller) if reprompt else None,
-        session_renew_s=SESSION_RENEW_S,
+        session_renew_s=settings.session_limit_s - SESSION_RENEW_MARGIN_S,
     )
 
 
@@ -185,11 +198,11 @@ async def _run_call(
         call_sid=start.call_sid,
         dialect=Dialect(settings.dialect),
         audio=make_pipeline(audio_mode),
-        session=persona.session_config(
-            audio_mode,
-            caller_number=caller,
-            at=at,
-            tools=tools.function_tools,
+        session=session_for(
+            persona.session_config(
+                audio_mode, caller_number=caller, at=at, tools=tools.function_tools
+            ),
+            settings,
         ),
         greeting=persona.greeting_for(at, caller),
         started_at=started_at,

@@ -10,6 +10,7 @@ they become final. A caller line whose transcription never comes is released aft
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,13 +79,28 @@ class Transcript:
         if entry is not None and not entry.final:
             entry.text = text
 
+    def agent_delta(self, item_id: str, delta: str) -> None:
+        """More words of an agent item, as generated (its `done` replaces them all)."""
+        entry = self._by_id.get(item_id)
+        if entry is not None and not entry.final:
+            entry.text = (entry.text or "") + delta
+
     def agent_final(
-        self, item_id: str, played_ms: int, interrupted: bool, now: float
+        self,
+        item_id: str,
+        played_ms: int,
+        interrupted: bool,
+        now: float,
+        heard: Callable[[str], str] | None = None,
     ) -> list[dict[str, Any]]:
-        """The agent item finished playing or was interrupted. Returns the lines now ready."""
+        """The agent item finished playing or was interrupted. `heard` cuts its text to what
+        the caller heard of it (an interrupted line, a hang-up mid-sentence). Returns the lines
+        now ready."""
         entry = self._by_id.get(item_id)
         if entry is None or entry.final:
             return []
+        if heard is not None and entry.text:
+            entry.text = heard(entry.text)
         entry.played_ms = played_ms
         entry.interrupted = interrupted
         entry.final = True

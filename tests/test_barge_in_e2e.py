@@ -62,6 +62,9 @@ async def test_barge_in_during_the_greeting_truncates_within_one_frame_of_what_w
     assert 0 <= barge[0]["reaction_ms"] < 1000
     agent = next(x for x in logs.events("transcript") if x["role"] == "agent")
     assert agent["interrupted"] is True and agent["played_ms"] == truncate["audio_end_ms"]
+    # The words the caller heard, from the transcript deltas: never empty once words were said.
+    words = "A long greeting that the caller will not wait for.".split()
+    assert agent["text"] == " ".join(words[: round(len(words) * heard_ms / 4000)]) != ""
 
 
 async def test_no_frame_of_the_interrupted_response_reaches_the_caller_after_clear() -> None:

@@ -127,6 +127,25 @@ def test_barge_in_clears_first_then_truncates_at_what_was_heard() -> None:
     ]
 
 
+def test_an_interrupted_line_carries_the_words_heard_from_the_transcript_deltas() -> None:
+    """The `.done` of an interrupted item comes after the barge-in, if at all: the line is
+    made of the deltas so far, cut to the share of the audio the caller heard."""
+    call = make_call()
+    drain(call)
+    start_response(call, R1, "item_a")
+    for word in ("Our ", "opening ", "hours ", "are ", "nine ", "to ", "five."):
+        call.on_upstream(ev.TranscriptDelta("item_a", word), 0.0)
+    call.on_upstream(delta(R1, "item_a", 1400), 0.0)  # 7 words over 1.4 s of audio
+    names = marks_in(drain(call)[0])
+    echo(call, names[:20], 0.4)  # 400 ms played: 2 words
+    call.on_upstream(ev.SpeechStarted("user_1", 0), 0.4)
+    lines = [e.fields for e in drain(call)[2] if isinstance(e, TranscriptLine)]
+    assert [(x["text"], x["interrupted"], x["played_ms"]) for x in lines] == [
+        ("Our opening", True, 400)
+    ]
+    assert call.history == [("agent", "Our opening")]
+
+
 def test_heard_time_never_runs_more_than_one_frame_past_the_last_mark() -> None:
     call = make_call()
     drain(call)
@@ -485,7 +504,7 @@ def test_hang_up_while_the_agent_speaks_still_logs_its_line_with_what_was_heard(
     assert [getattr(e, "event", "transcript") for e in logs] == ["transcript", "call_ended"]
     assert logs[0].fields == {
         "role": "agent",
-        "text": "Goodbye, have a nice day.",
+        "text": "Goodbye, have a",  # the 3 words of 5 the caller heard in 60 ms of 100
         "item_id": "item_a",
         "interrupted": False,
         "played_ms": 60,

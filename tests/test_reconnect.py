@@ -70,7 +70,7 @@ async def test_a_drop_mid_answer_is_replaced_and_the_answer_continues(logs: LogC
 async def test_session_renewal_moves_a_quiet_call_to_a_fresh_session(
     monkeypatch: pytest.MonkeyPatch, logs: LogCapture
 ) -> None:
-    monkeypatch.setattr(stream_module, "SESSION_RENEW_S", 1.5)
+    monkeypatch.setattr(stream_module, "SESSION_RENEW_MARGIN_S", 3600 - 1.5)
     script = [by_instructions] * 4
     async with FakeRealtimeServer("ga", script) as fake:
         async with bridged_call(fake) as (_, stream, first):

@@ -383,6 +383,8 @@ class Call:
                 "transcription_failed", "warning", item_id=event.item_id, message=event.message
             )
             self._log_lines(self.transcript.caller_text(event.item_id, "", now, failed=True))
+        elif isinstance(event, ev.TranscriptDelta):
+            self.transcript.agent_delta(event.item_id, event.delta)
         elif isinstance(event, ev.TranscriptDone):
             self.transcript.agent_text(event.item_id, event.transcript)
         elif isinstance(event, ev.ResponseCreated):
@@ -851,7 +853,8 @@ class Call:
                 waited_s=round(now - progress.started, 1),
             )
             self._act(progress)
-        renewable = self.phase is Phase.LIVE and not self._renewing
+        # Never during a goodbye or a handoff's line: the new session would not know it.
+        renewable = self.phase is Phase.LIVE and not self._renewing and self._handoff is None
         decision = self._limits.check(
             now,
             idle=self.idle,
@@ -885,7 +888,16 @@ class Call:
     def _agent_item_final(
         self, item: ItemPlayback, played_ms: int, interrupted: bool, now: float
     ) -> None:
-        self._log_lines(self.transcript.agent_final(item.item_id, played_ms, interrupted, now))
+        """The item's line is final: with the words the caller heard when it was cut short
+        (a barge-in, a hang-up mid-sentence), all of them when it played out."""
+        audio_ms = item.audio_ms
+
+        def heard(text: str) -> str:
+            return heard_part(text, played_ms, audio_ms)
+
+        cut = heard if played_ms < audio_ms else None
+        lines = self.transcript.agent_final(item.item_id, played_ms, interrupted, now, cut)
+        self._log_lines(lines)
 
     @property
     def idle(self) -> bool:
@@ -907,10 +919,7 @@ class Call:
             self._out.effects.append(TranscriptLine(line))
             if line.get("late"):
                 continue
-            text = line.get("text") or ""
-            if line["role"] == "agent" and line.get("interrupted"):
-                item = self.items.get(line["item_id"])
-                text = heard_part(text, line.get("played_ms", 0), item.audio_ms if item else 0.0)
+            text = line.get("text") or ""  # an agent line holds what the caller heard already
             if text:
                 self.history.append((line["role"], text))
 

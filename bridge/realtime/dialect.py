@@ -174,6 +174,10 @@ def _audio_done(d: dict[str, Any]) -> ev.AudioDone:
     return ev.AudioDone(_s(d, "response_id"), _s(d, "item_id"))
 
 
+def _transcript_delta(d: dict[str, Any]) -> ev.TranscriptDelta:
+    return ev.TranscriptDelta(_s(d, "item_id"), str(d.get("delta", "")))
+
+
 def _transcript_done(d: dict[str, Any]) -> ev.TranscriptDone:
     return ev.TranscriptDone(_s(d, "response_id"), _s(d, "item_id"), str(d.get("transcript", "")))
 
@@ -184,6 +188,7 @@ _GA: dict[str, _Decoder] = {
     "response.output_audio.delta": _audio_delta,
     "response.output_audio.done": _audio_done,
     "response.output_audio_transcript.done": _transcript_done,
+    "response.output_audio_transcript.delta": _transcript_delta,
 }
 
 _BETA: dict[str, _Decoder] = {
@@ -192,6 +197,7 @@ _BETA: dict[str, _Decoder] = {
     "response.audio.delta": _audio_delta,
     "response.audio.done": _audio_done,
     "response.audio_transcript.done": _transcript_done,
+    "response.audio_transcript.delta": _transcript_delta,
 }
 
 

@@ -98,6 +98,15 @@ class TranscriptDone:
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptDelta:
+    """Words of an agent item's audio transcript as they are generated: what an interrupted
+    line said before the caller cut in (its `.done` may never come, or come too late)."""
+
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionCall:
     response_id: str
     item_id: str
@@ -170,6 +179,7 @@ ServerEvent = (
     | AudioDelta
     | AudioDone
     | TranscriptDone
+    | TranscriptDelta
     | FunctionCall
     | ResponseDone
     | ItemTruncated

@@ -1,14 +1,17 @@
 """Where and how to open a call's Realtime session: URL, auth headers, the socket itself.
 
 OpenAI GA: `wss://api.openai.com/v1/realtime?model=…` with a Bearer key. Azure GA:
-`{endpoint}/openai/v1/realtime?model={deployment}` with an `api-key` header. Azure preview
-(`AZURE_OPENAI_API_VERSION` set): `{endpoint}/openai/realtime?api-version=…&deployment=…`,
-spoken in the beta dialect. `REALTIME_URL` replaces the URL and keeps the provider's headers.
-Keys go in headers only: URLs end up in logs.
+`{endpoint}/openai/v1/realtime?model={deployment}` with an `api-key` header, or an Entra ID
+token as `Authorization: Bearer` (`AZURE_OPENAI_AUTH=entra`). Azure preview (a preview
+`AZURE_OPENAI_API_VERSION`): `{endpoint}/openai/realtime?api-version=…&deployment=…`, spoken
+in the beta dialect; a GA api-version changes nothing (the GA URL takes none).
+`REALTIME_URL` replaces the URL and keeps the provider's headers. Keys go in headers only:
+URLs end up in logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -21,8 +24,7 @@ UPSTREAM_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 CONNECT_TIMEOUT_S = 10.0
 # Caller audio queued towards a slow upstream beyond this is dropped rather than waited for
 # (about one second of 24 kHz PCM16 appends): waiting would stall the Twilio reader, and with
-# it the marks and `stop` that must keep flowing. See `stream._send_upstream`.
-UPSTREAM_AUDIO_BACKLOG_BYTES = 64 * 1024
+# it the marks and `stop` that must keep flowing. See `CallRules.upstream_audio_backlog_bytes`.
 UPSTREAM_SOCKET_SNDBUF = 64 * 1024
 
 
@@ -31,6 +33,8 @@ class UpstreamTarget:
     url: str
     headers: dict[str, str] = field(repr=False)
     dialect: str
+    bearer: Callable[[], Awaitable[str]] | None = field(default=None, repr=False, compare=False)
+    """A token for `Authorization: Bearer`, asked for at each connection (it expires)."""
 
     @property
     def safe_url(self) -> str:
@@ -45,8 +49,13 @@ def _azure_base(endpoint: str) -> tuple[str, str]:
     return scheme, parts.netloc
 
 
-def upstream_target(settings: Settings, local_url: str | None = None) -> UpstreamTarget:
-    """The upstream URL and headers for the configured provider."""
+def upstream_target(
+    settings: Settings,
+    local_url: str | None = None,
+    bearer: Callable[[], Awaitable[str]] | None = None,
+) -> UpstreamTarget:
+    """The upstream URL and headers for the configured provider; `bearer` gives the token
+    of each connection when the provider takes one (Azure with Entra ID)."""
     provider = settings.provider
     headers: dict[str, str] = {}
     if provider == "openai":
@@ -60,10 +69,11 @@ def upstream_target(settings: Settings, local_url: str | None = None) -> Upstrea
             if settings.AZURE_OPENAI_API_KEY
             else ""
         )
-        headers["api-key"] = key
+        if settings.AZURE_OPENAI_AUTH == "key":
+            headers["api-key"] = key
         scheme, host = _azure_base(settings.AZURE_OPENAI_ENDPOINT or "")
         deployment = settings.AZURE_OPENAI_DEPLOYMENT or ""
-        if settings.AZURE_OPENAI_API_VERSION:
+        if settings.azure_preview:
             query = urlencode(
                 {"api-version": settings.AZURE_OPENAI_API_VERSION, "deployment": deployment}
             )
@@ -77,14 +87,17 @@ def upstream_target(settings: Settings, local_url: str | None = None) -> Upstrea
         url = settings.REALTIME_URL
     if settings.dialect == "beta" and provider == "openai":
         headers["OpenAI-Beta"] = "realtime=v1"
-    return UpstreamTarget(url=url, headers=headers, dialect=settings.dialect)
+    return UpstreamTarget(url=url, headers=headers, dialect=settings.dialect, bearer=bearer)
 
 
 async def connect(target: UpstreamTarget) -> UpstreamSocket:
     """Open the Realtime socket. Raises OSError, TimeoutError or a picows handshake error."""
+    headers = target.headers
+    if target.bearer is not None:
+        headers = {**headers, "Authorization": f"Bearer {await target.bearer()}"}
     return await open_upstream(
         target.url,
-        target.headers,
+        headers,
         max_message_bytes=UPSTREAM_MAX_MESSAGE_BYTES,
         timeout_s=CONNECT_TIMEOUT_S,
         # A fixed kernel send buffer: autotuning lets it grow to megabytes (a minute of audio)

@@ -12,6 +12,9 @@ rings, the page asks `POST /softphone/watch` for a ticket, a fresh CallSid and a
 of that CallSid under a secret of this process), places the call under that CallSid, and
 presents the key to `/softphone-events`. A CallSid alone, or another call's, gets 403.
 
+`GET /softphone/personas` lists the personas of the process and the numbers each answers,
+so the page can call one of them by posting its number as `To`, as a real caller would dial.
+
 It is on in local mode (no `TWILIO_AUTH_TOKEN`) and off in signed mode, where the page
 could not sign its webhook anyway, unless `SOFTPHONE_ENABLED` says otherwise.
 """
@@ -31,6 +34,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
+from bridge.persona import PersonaBook
 from bridge.settings import Settings
 from bridge.softphone.transcripts import FEED, TranscriptFeed
 
@@ -40,6 +44,7 @@ MAX_WATCHED_CALLS: Final = 64
 _CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
 _ASSETS: Final = {
     "softphone.js": "application/javascript",
+    "feed.js": "application/javascript",
     "worklet.js": "application/javascript",
 }
 
@@ -75,10 +80,23 @@ class WatchKeys:
         return hmac.compare_digest(self.key(call_sid).encode(), key.encode())
 
 
-def softphone_router(feed: TranscriptFeed = FEED, keys: WatchKeys | None = None) -> APIRouter:
-    """The page, its scripts, its watch tickets and its transcript events."""
+def persona_choices(book: PersonaBook) -> list[dict[str, object]]:
+    """What the page offers to call: each persona's name, the numbers it answers, and
+    whether it is the default (which also answers every number no persona lists)."""
+    return [
+        {"name": p.name, "numbers": list(p.numbers), "default": p is book.default} for p in book
+    ]
+
+
+def softphone_router(
+    feed: TranscriptFeed = FEED,
+    keys: WatchKeys | None = None,
+    personas: PersonaBook | None = None,
+) -> APIRouter:
+    """The page, its scripts, its watch tickets, its persona list and its transcript events."""
     router = APIRouter()
     keys = keys or WatchKeys()
+    choices = orjson.dumps(persona_choices(personas or PersonaBook.builtin()))
 
     @router.get("/softphone", include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -93,6 +111,10 @@ def softphone_router(feed: TranscriptFeed = FEED, keys: WatchKeys | None = None)
             media_type="application/json",
             headers={"Cache-Control": "no-store"},
         )
+
+    @router.get("/softphone/personas", include_in_schema=False)
+    async def persona_list() -> Response:
+        return Response(choices, media_type="application/json")
 
     @router.get("/softphone/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:
@@ -136,4 +158,4 @@ def softphone_router(feed: TranscriptFeed = FEED, keys: WatchKeys | None = None)
     return router
 
 
-__all__ = ["softphone_enabled", "softphone_router"]
+__all__ = ["WatchKeys", "persona_choices", "softphone_enabled", "softphone_router"]

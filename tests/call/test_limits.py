@@ -126,3 +126,11 @@ def test_a_hang_up_mid_call_stops_every_timer() -> None:
     c.twilio(tw.Stop(SID, "CA"), 5.0)
     c.tick(5000.0)
     assert instructions(c) == [] and c.logs("call_limit") == []
+
+
+def test_no_renewal_while_a_goodbye_is_being_said() -> None:
+    c = Conversation(make_call(replace(LONG, session_renew_s=100.0)))
+    c.twilio(tw.Dtmf(SID, "#"), 95.0)  # the caller's hang-up: its goodbye is asked for
+    c.upstream(ev.ResponseCreated("resp_1"), ev.ResponseDone("resp_1", "completed"), now=96.0)
+    c.tick(101.0)  # the session is old and nothing plays, but the goodbye is under way
+    assert c.effects_of(RenewSession) == []

@@ -4,6 +4,7 @@ caller's question; the page must show the caller's words and the agent's reply."
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import wave
@@ -110,14 +111,18 @@ async def test_the_softphone_shows_the_callers_words_and_the_agents_reply(
                 await page.click("#call")
                 # Greeting, the caller's question, then the agent's answer about the search.
                 await page.wait_for_function(
-                    "document.querySelectorAll('#transcript li').length >= 3"
+                    "document.querySelectorAll('#transcript li[data-role]').length >= 3"
                     " && document.querySelector('#transcript li.caller')"
                     " && document.querySelectorAll('#transcript li.agent').length >= 2",
                     timeout=45_000,
                 )
                 items = await page.eval_on_selector_all(
-                    "#transcript li",
+                    "#transcript li[data-role]",  # the words said (the call's events aside)
                     "els => els.map(e => [e.dataset.role, e.querySelector('.text').textContent])",
+                )
+                tool_rows = await page.eval_on_selector_all(
+                    "#transcript li[data-event='tool_call'] .text",
+                    "els => els.map(e => e.textContent)",
                 )
                 await page.screenshot(path=str(tmp_path / "softphone.png"))
                 await page.click("#hangup")
@@ -130,3 +135,7 @@ async def test_the_softphone_shows_the_callers_words_and_the_agents_reply(
     assert items[2][1].startswith(("Here is what I found", "Sorry, I couldn't look that up")), items
     [tool] = logs.events("tool_call")
     assert tool["name"] == "web_search"
+    # the page shows the search in place, with its arguments and outcome
+    outcome = "ok" if tool["ok"] else f"failed: {tool['error']}"
+    arguments = json.dumps(tool["arguments"], separators=(",", ":"), ensure_ascii=False)
+    assert tool_rows == [f"Tool web_search({arguments}): {outcome}"], tool_rows
