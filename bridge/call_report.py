@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.call.record import CallRecord
+from bridge.caller_text import clean_sid
 from bridge.errors import describe
 from bridge.logs import get_logger
 from bridge.persona import Persona
@@ -146,7 +147,7 @@ class CallReport:
 def report_twilio_recording(services: Services, form: dict[str, str], persona_name: str) -> None:
     """Twilio's recording status callback (`POST /recording-status`, signed): a completed
     recording becomes a `call.recording` event to the call's persona's receivers."""
-    call_sid = form.get("CallSid", "")
+    call_sid = clean_sid(form.get("CallSid"))  # signed in signed mode; cleaned for the logs
     status = form.get("RecordingStatus", "")
     log.info(
         "recording_status",

@@ -23,8 +23,9 @@ from twilio.request_validator import RequestValidator
 from bridge import signing
 from bridge.audio.g711 import ulaw_decode
 from bridge.persona import DEFAULT_PERSONA
+from bridge.sim import TwilioMediaStream, place_call
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, bridged_call, wait_until
+from tests.conftest import LogCapture, bridged_call, make_settings, running_bridge, wait_until
 from tests.fakes.events import FakeEventReceiver
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say
 from tests.fakes.twilio_rest import FakeTwilioRest
@@ -219,3 +220,25 @@ async def test_twilio_records_the_call_and_its_callback_becomes_a_call_recording
     assert [r["reason"] for r in logs.events("recording_status_rejected")] == [
         "bad or missing signature"
     ]
+
+
+async def test_a_call_cut_by_shutdown_still_reports_its_end_before_the_process_exits(
+    logs: LogCapture,
+) -> None:
+    with FakeEventReceiver() as receiver:
+        async with FakeRealtimeServer("ga", [[Say("Hello.", 200)]]) as fake:
+            values = {"OPENAI_API_KEY": "sk-test-0123456789", "REALTIME_URL": fake.url}
+            settings = make_settings(
+                **values, WEBHOOK_SIGNING_SECRET=SECRET, CALL_WEBHOOK_URL=receiver.url
+            )
+            async with running_bridge(settings) as bridge:
+                target = await place_call(bridge.base_url)
+                stream = TwilioMediaStream(target)
+                await stream.connect()
+                await wait_until(lambda: bridge.calls.runtimes, 5, "the call")
+                # Leaving the block shuts the server down with the call still live.
+            await stream.aclose(raise_errors=False)
+        # No waiting here: the lifespan sent it before the server stopped.
+        (ended,) = receiver.of_type("call.ended")
+    assert ended["data"]["reason"] == "shutdown"
+    assert ended["call_sid"] == target.call_sid
