@@ -46,7 +46,7 @@ MAX_ATTEMPTS = 6
 TIMEOUT_S = 5.0
 BACKOFF_S = 0.5  # first retry; doubling after each failure
 MAX_BACKOFF_S = 60.0  # no wait between attempts is longer, `Retry-After` included
-CLOSE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 3.0
 """How long the process's end waits for events still queued (`aclose`)."""
 USER_AGENT = "voicebridge-call-events/1"
 _RETRYABLE = frozenset({408, 425, 429})
