@@ -1,4 +1,6 @@
-"""A fake Twilio REST API on loopback: the call-update endpoint the bridge's call control uses.
+"""A fake Twilio REST API on loopback: the call-update endpoint the bridge's call control uses,
+and the one that starts a recording on a live call (``POST …/Calls/{CallSid}/Recordings.json``,
+answered 201 with the recording resource, as Twilio does; see ``recordings()``).
 
 The real twilio `Client` talks to it over HTTP (point `TWILIO_API_BASE_URL` at ``fake.url``).
 It serves ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` as Twilio does:
