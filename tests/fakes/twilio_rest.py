@@ -152,7 +152,7 @@ class FakeTwilioRest(ThreadedHttpFake):
                 "api_version": "2010-04-01",
                 "status": "in-progress",
                 "channels": 2 if form.get("RecordingChannels") == "dual" else 1,
-                "source": "StartCallRecordingAPI",
+                "source": "StartCallRecordingAPI",  # Twilio's name for a recording started so
                 "track": form.get("RecordingTrack", "both"),
                 "uri": path,
             }
