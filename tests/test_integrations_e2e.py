@@ -11,6 +11,7 @@ in the file.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import wave
 from pathlib import Path
@@ -242,3 +243,26 @@ async def test_a_call_cut_by_shutdown_still_reports_its_end_before_the_process_e
         (ended,) = receiver.of_type("call.ended")
     assert ended["data"]["reason"] == "shutdown"
     assert ended["call_sid"] == target.call_sid
+
+
+async def test_a_receiver_that_hangs_never_holds_up_the_call(logs: LogCapture) -> None:
+    # Every delivery hangs past the sender's timeout: the call's audio must not notice.
+    with FakeEventReceiver(answers=["timeout"] * 20, hold_s=3.0) as receiver:
+        async with FakeRealtimeServer("ga", [[Say("Hello.", 300)]]) as fake:
+            async with bridged_call(
+                fake, WEBHOOK_SIGNING_SECRET=SECRET, CALL_WEBHOOK_URL=receiver.url
+            ) as (_, stream, session):
+                await wait_until(lambda: receiver.requests, 5, "call.started to be sent")
+                began = time.monotonic()
+                await asyncio.sleep(1.5)
+                ended_at = time.monotonic()
+            assert [r.event["type"] for r in receiver.requests][:1] == ["call.started"]
+    appends = [
+        r.time
+        for r in session.received
+        if r.type == "input_audio_buffer.append" and began <= r.time <= ended_at
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(appends)]
+    assert len(appends) >= 65  # ~75 frames in 1.5 s
+    assert max(gaps) <= 0.1
+    assert stream.played_ms_total >= 300
