@@ -15,6 +15,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,25 @@ class Fallback:
 
 AfterStream = Hangup | Transfer | Fallback
 
+
+@dataclass(frozen=True, slots=True)
+class TransferNotAnswered:
+    """A transfer's `<Dial>` ended unanswered (or busy, or failed): the caller comes back to
+    the agent on a new stream of the same call, and the agent is told."""
+
+    target: str
+    status: str  # Twilio's DialCallStatus: no-answer, busy, failed, canceled
+
+    def opening(self) -> str:
+        """The new stream's first instructions to the model, instead of the greeting."""
+        return (
+            f"You tried to transfer the caller to {self.target}, but the transfer was not "
+            f"answered ({self.status.replace('-', ' ')}). The caller is back on the line with "
+            "you: tell them briefly, apologise, and offer to help another way or take a "
+            "message."
+        )
+
+
 DELIBERATE = frozenset({"agent_hangup", "max_duration", "idle", "caller_hangup"})
 """End reasons that are not a failure of the agent: the call is over when the stream is."""
 
@@ -44,16 +66,17 @@ for is forgotten after this."""
 MAX_OUTCOMES = 10_000
 
 
-class StreamOutcomes:
-    """The outcome of each ended stream, by CallSid, until its action asks for it. Bounded in
-    count and age, so streams whose action never comes cannot grow it."""
+class CallFacts(Generic[T]):
+    """One fact per CallSid (how its stream ended, a transfer that was not answered) until
+    the request that needs it takes it. Bounded in count and age, so facts nobody asks for
+    cannot grow it."""
 
     def __init__(self, ttl_s: float = OUTCOME_TTL_S, max_entries: int = MAX_OUTCOMES) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
-        self._outcomes: OrderedDict[str, tuple[float, AfterStream]] = OrderedDict()
+        self._outcomes: OrderedDict[str, tuple[float, T]] = OrderedDict()
 
-    def record(self, call_sid: str, outcome: AfterStream, now: float | None = None) -> None:
+    def record(self, call_sid: str, outcome: T, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self._outcomes.pop(call_sid, None)
         self._outcomes[call_sid] = (now + self._ttl_s, outcome)
@@ -61,9 +84,9 @@ class StreamOutcomes:
         while len(self._outcomes) > self._max:
             self._outcomes.popitem(last=False)
 
-    def take(self, call_sid: str, now: float | None = None) -> AfterStream | None:
-        """The outcome of the call's last stream, once; None when this process does not know
-        the call (another replica's, or before a restart)."""
+    def take(self, call_sid: str, now: float | None = None) -> T | None:
+        """The call's fact, once; None when this process does not know the call (another
+        replica's, or before a restart)."""
         now = time.monotonic() if now is None else now
         self._expire(now)
         entry = self._outcomes.pop(call_sid, None)
@@ -78,3 +101,7 @@ class StreamOutcomes:
             if expires_at > now:
                 break
             del self._outcomes[call_sid]
+
+
+StreamOutcomes = CallFacts[AfterStream]
+"""How each ended stream wants its call to go on, for the `<Connect>` action."""

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
@@ -22,6 +22,7 @@ from fastapi.responses import PlainTextResponse, Response
 from twilio.twiml.voice_response import VoiceResponse
 
 from bridge import metrics
+from bridge.after_stream import Transfer, TransferNotAnswered
 from bridge.call_events import CLOSE_TIMEOUT_S, unavailable_integrations
 from bridge.call_report import RECORDING_STATUS_PATH, report_twilio_recording
 from bridge.caller_text import clean_number, clean_sid, clean_text
@@ -38,11 +39,15 @@ from bridge.softphone.transcripts import FEED
 from bridge.stream_start import handle_media_stream
 from bridge.tools import unavailable_tools, web_search
 from bridge.twiml import (
+    DIAL_ENDED_PATH,
     STREAM_ENDED_PATH,
     STREAM_STATUS_PATH,
     after_stream_twiml,
     busy_twiml,
     connect_twiml,
+    fallback_twiml,
+    hangup_twiml,
+    transfer_twiml,
 )
 from bridge.ws import TwilioSocket
 
@@ -88,6 +93,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 services.upstream.use_local_engine(engine.url)
             if settings.TAVILY_API_KEY is not None:
                 await web_search.prepare()  # not on the event loop in the first search
+            if services.tools is not None:  # HTTP tools' client, MCP listings (and refresh)
+                await services.tools.start()
             # Everything loaded so far (libraries, compiled kernels, personas) lives as long as
             # the process. Frozen, it is out of the collector's sight: a full collection during
             # calls then walks only what calls allocate: a full collection at 100 calls paused
@@ -105,6 +112,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 with contextlib.suppress(asyncio.CancelledError):
                     await lag
                 await calls.close_all()
+                if services.tools is not None:
+                    await services.tools.aclose()
                 # The calls' last events and recordings: bounded, after the calls' drain.
                 if services.recordings is not None:
                     await services.recordings.aclose()
@@ -149,8 +158,14 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             return _twiml(busy_twiml())
         caller, called = clean_number(form.get("From")), clean_number(form.get("To"))
         persona = book.for_number(called)
+        log.info("webhook", call_sid=call_sid, persona=persona.name)
+        return _twiml(stream_twiml(request, call_sid, persona, caller, called))
+
+    def stream_twiml(
+        request: Request, call_sid: str, persona: Persona, caller: str, called: str
+    ) -> VoiceResponse:
+        """`<Connect><Stream>` for a call: from the webhook, or back from a transfer."""
         host, scheme = request.headers.get("host"), request.url.scheme
-        stream_url = settings.stream_url(host, scheme)
         parameters = {
             "From": caller,
             "To": called,
@@ -159,15 +174,17 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         }
         if services.tokens is not None:
             parameters["token"] = services.tokens.mint(call_sid, persona.name, caller, called)
-        log.info("webhook", call_sid=call_sid, persona=persona.name, stream_url=stream_url)
-        return _twiml(
-            connect_twiml(
-                stream_url,
-                parameters,
-                action_url=settings.callback_url(STREAM_ENDED_PATH, host, scheme),
-                status_url=settings.callback_url(STREAM_STATUS_PATH, host, scheme),
-            )
+        return connect_twiml(
+            settings.stream_url(host, scheme),
+            parameters,
+            action_url=settings.callback_url(STREAM_ENDED_PATH, host, scheme),
+            status_url=settings.callback_url(STREAM_STATUS_PATH, host, scheme),
         )
+
+    def dial_twiml_for(request: Request, called: str) -> Callable[[Transfer], VoiceResponse]:
+        host, scheme = request.headers.get("host"), request.url.scheme
+        action_url = settings.callback_url(DIAL_ENDED_PATH, host, scheme)
+        return lambda transfer: transfer_twiml(transfer, caller_id=called, action_url=action_url)
 
     @app.post(STREAM_ENDED_PATH)
     async def stream_ended(request: Request) -> Response:
@@ -187,7 +204,32 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             then=type(outcome).__name__.lower() if outcome is not None else "unknown_call",
         )
         fallback = persona.fallback_plan(caller_number=clean_number(form.get("From")))
-        return _twiml(after_stream_twiml(outcome, fallback))
+        dial = dial_twiml_for(request, clean_number(form.get("To")))
+        return _twiml(after_stream_twiml(outcome, fallback, dial))
+
+    @app.post(DIAL_ENDED_PATH)
+    async def dial_ended(request: Request) -> Response:
+        """`<Dial action>`: a transfer's dial is over. Answered, the call is done; not
+        answered (busy, failed), the caller comes back to the agent on a new stream, and the
+        agent is told (`TransferNotAnswered`)."""
+        form = await _form(request)
+        call_sid = clean_sid(form.get("CallSid"))
+        if not signed(request, form):
+            log.warning("dial_ended_rejected", call_sid=call_sid, reason="bad or missing signature")
+            return PlainTextResponse("invalid signature", status_code=403)
+        status = clean_text(form.get("DialCallStatus"), 32)
+        target = clean_text(request.query_params.get("target"), 64)
+        if status in ("completed", "answered"):
+            log.info("dial_ended", call_sid=call_sid, status=status, then="hangup")
+            return _twiml(hangup_twiml())
+        caller, called = clean_number(form.get("From")), clean_number(form.get("To"))
+        persona = book.for_number(called)
+        if not calls.accepting:
+            log.info("dial_ended", call_sid=call_sid, status=status, then="fallback")
+            return _twiml(fallback_twiml(persona.fallback_plan(caller_number=caller)))
+        services.resumes.record(call_sid, TransferNotAnswered(target or "the person", status))
+        log.info("dial_ended", call_sid=call_sid, status=status, then="back_to_agent")
+        return _twiml(stream_twiml(request, call_sid, persona, caller, called))
 
     @app.post(STREAM_STATUS_PATH)
     async def stream_status(request: Request) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.after_stream import StreamOutcomes
+from bridge.after_stream import CallFacts, StreamOutcomes, TransferNotAnswered
 from bridge.call_events import CallEvents
 from bridge.logs import get_logger
 from bridge.persona import Persona, PersonaBook
@@ -20,6 +20,7 @@ from bridge.recording import RecordingWriter
 from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.tools.call_control import TwilioCallControl
+from bridge.tools.catalogue import ToolCatalogue
 
 log = get_logger("voicebridge.services")
 
@@ -66,11 +67,16 @@ class Services:
     """Twilio REST call control; None without credentials (local mode)."""
     outcomes: StreamOutcomes
     """How each ended stream wants its call to go on, for the `<Connect>` action."""
+    resumes: CallFacts[TransferNotAnswered]
+    """Calls coming back to the agent after a transfer nobody answered, for their new stream."""
     watchers: CallWatchers | None = None
     call_events: CallEvents | None = None
     """The sender of call events to the business (`start`/`aclose` at the app's lifespan)."""
     recordings: RecordingWriter | None = None
     """The thread that writes call recordings (`aclose` at the app's end)."""
+    tools: ToolCatalogue | None = None
+    """Each call's tools (`tools_for`); its MCP listings live from the app's start-up to its
+    end (`start`, `aclose` in the lifespan). None: built-in and HTTP tools only."""
 
     @classmethod
     def build(
@@ -89,9 +95,11 @@ class Services:
             tokens=tokens,
             control=TwilioCallControl.from_settings(settings),
             outcomes=StreamOutcomes(),
+            resumes=CallFacts(),
             watchers=watchers,
             call_events=CallEvents.from_settings(settings),
             recordings=RecordingWriter(),
+            tools=ToolCatalogue(settings, personas),
         )
 
     def persona_for(self, name: str | None) -> Persona:

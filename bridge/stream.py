@@ -21,6 +21,7 @@ from typing import Any
 
 from bridge import metrics
 from bridge import twilio_stream as tw
+from bridge.after_stream import Transfer
 from bridge.call import (
     Attempt,
     BargeIn,
@@ -49,8 +50,8 @@ from bridge.realtime.upstream import connect
 from bridge.services import Services
 from bridge.tasks import TaskSet
 from bridge.tools.base import Handoff
-from bridge.tools.call_control import dial_twiml
 from bridge.tools.runner import ToolRunner, parse_arguments
+from bridge.twiml import DIAL_ENDED_PATH, transfer_twiml
 from bridge.ws import TwilioSocket, UpstreamSocket
 
 log = get_logger("voicebridge.stream")
@@ -95,6 +96,7 @@ class CallRuntime:
         tools: ToolRunner,
         webhook_at: float | None,
         report: CallReport | None = None,
+        called: str = "",
     ) -> None:
         self.call = call
         self.report = report  # the call's events and record for the business
@@ -103,6 +105,7 @@ class CallRuntime:
         self.services = services
         self.tools = tools
         self.webhook_at = webhook_at  # wall clock of the webhook, for time to first audio
+        self.called = called  # the number the caller dialled: a transfer's caller ID
         self.tasks = TaskSet(on_error=self._task_failed)
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.ended = asyncio.Event()
@@ -325,7 +328,12 @@ class CallRuntime:
             call_sid = self.call.call_sid
             if handoff.kind == "transfer":
                 assert handoff.number is not None
-                outcome = await control.redirect(call_sid, dial_twiml(handoff.number))
+                dial = transfer_twiml(
+                    Transfer(handoff.target or "", handoff.number),
+                    caller_id=self.called,
+                    action_url=self.services.settings.public_http_url(DIAL_ENDED_PATH) or "",
+                )
+                outcome = await control.redirect(call_sid, str(dial))
             else:
                 outcome = await control.complete(call_sid)
         self.call.handoff_result(outcome, time.monotonic())

@@ -159,6 +159,7 @@ def call_rules(persona: Persona, services: Services, caller: str) -> CallRules:
         goodbye=persona.render(limits.goodbye, caller_number=caller),
         idle_reprompt=persona.render(reprompt, caller_number=caller) if reprompt else None,
         session_renew_s=settings.session_limit_s - SESSION_RENEW_MARGIN_S,
+        server_idle=persona.turn_detection.idle_timeout_ms is not None and settings.dialect == "ga",
     )
 
 
@@ -177,8 +178,12 @@ async def _run_call(
     audio_mode = settings.REALTIME_AUDIO
     stream_opened_at = time.time()
     at = datetime.now(UTC)
-    tools = build_tools(persona, settings)
-    env = ToolEnv(persona, settings, start.call_sid, caller)
+    catalogue = services.tools
+    tools = (
+        catalogue.tools_for(persona) if catalogue is not None else build_tools(persona, settings)
+    )
+    resume = services.resumes.take(start.call_sid)  # back from a transfer nobody answered
+    env = ToolEnv(persona, settings, start.call_sid, caller, called)
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
         return keypad.decide(persona, digit, env)
@@ -205,6 +210,7 @@ async def _run_call(
             settings,
         ),
         greeting=persona.greeting_for(at, caller),
+        opening=resume.opening() if resume is not None else None,
         started_at=started_at,
         rules=call_rules(persona, services, caller),
         keypad=on_key,
@@ -218,6 +224,8 @@ async def _run_call(
         "audio": audio_mode,
     }
     log.info("call_started", **started)
+    if resume is not None:
+        log.info("call_resumed", target=resume.target, dial_status=resume.status)
     if services.watchers is not None:
         line = {"event": "call_started", **started, "call_sid": start.call_sid}
         services.watchers.publish(start.call_sid, line)
@@ -242,6 +250,7 @@ async def _run_call(
         tools=ToolRunner(tools, env),
         webhook_at=_float_or_none(params.get("webhook_at")) or stream_opened_at,
         report=report,
+        called=called,
     )
     calls.runtimes.add(runtime)
     try:

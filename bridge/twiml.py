@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from urllib.parse import urlencode
+
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from bridge.after_stream import AfterStream, Fallback, Hangup, Transfer
@@ -22,6 +25,9 @@ BUSY_SAY = (
 )
 STREAM_ENDED_PATH = "/stream-ended"
 STREAM_STATUS_PATH = "/stream-status"
+DIAL_ENDED_PATH = "/dial-ended"
+DIAL_TIMEOUT_S = 20
+"""How long a transferred call rings before it counts as not answered (Twilio's default 30)."""
 
 
 def busy_twiml() -> VoiceResponse:
@@ -56,16 +62,39 @@ def fallback_twiml(fallback: FallbackPlan | None) -> VoiceResponse:
     return response
 
 
-def after_stream_twiml(outcome: AfterStream | None, fallback: FallbackPlan | None) -> VoiceResponse:
+def transfer_twiml(transfer: Transfer, *, caller_id: str | None, action_url: str) -> VoiceResponse:
+    """`<Dial>` to the transfer's number: ringing `DIAL_TIMEOUT_S` at most, showing the number
+    the caller called (a Twilio number of the account, so Twilio accepts it as caller ID),
+    and asking `action_url` when the dial ends, so an unanswered transfer comes back to the
+    agent instead of ending the call."""
+    response = VoiceResponse()
+    response.dial(
+        transfer.number,
+        timeout=DIAL_TIMEOUT_S,
+        caller_id=caller_id or None,
+        action=f"{action_url}?{urlencode({'target': transfer.target})}",
+        method="POST",
+    )
+    return response
+
+
+def hangup_twiml() -> VoiceResponse:
+    response = VoiceResponse()
+    response.hangup()
+    return response
+
+
+def after_stream_twiml(
+    outcome: AfterStream | None,
+    fallback: FallbackPlan | None,
+    transfer: Callable[[Transfer], VoiceResponse],
+) -> VoiceResponse:
     """The answer to the `<Connect>` action: what the call does once its stream has ended.
-    `None` (a call this process does not know) gets the fallback, as a failed agent does."""
+    `None` (a call this process does not know) gets the fallback, as a failed agent does;
+    `transfer` writes the transfer's `<Dial>`."""
     if isinstance(outcome, Hangup):
-        response = VoiceResponse()
-        response.hangup()
-        return response
+        return hangup_twiml()
     if isinstance(outcome, Transfer):
-        response = VoiceResponse()
-        response.dial(outcome.number)
-        return response
+        return transfer(outcome)
     assert outcome is None or isinstance(outcome, Fallback)
     return fallback_twiml(fallback)

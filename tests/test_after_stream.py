@@ -22,8 +22,14 @@ from bridge.persona import (
     TransferCallTool,
     TransferTarget,
 )
-from bridge.sim import continue_after_stream, place_call
-from tests.conftest import LogCapture, bridged_call, make_settings, running_bridge
+from bridge.sim import (
+    Continuation,
+    TwilioMediaStream,
+    continue_after_stream,
+    dial_ends,
+    place_call,
+)
+from tests.conftest import LogCapture, bridged_call, make_settings, running_bridge, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.tools.helpers import ACCOUNT_SID, AUTH_TOKEN
@@ -166,3 +172,38 @@ async def test_a_public_url_with_a_path_prefix_is_in_every_url_and_signature() -
     assert target.url == "ws://127.0.0.1/voice/media-stream"
     assert target.action == "http://127.0.0.1/voice/stream-ended"
     assert target.status_callback == "http://127.0.0.1/voice/stream-status"
+
+
+async def test_a_transfer_nobody_answers_brings_the_caller_back_to_the_agent(
+    logs: LogCapture,
+) -> None:
+    """`<Dial>` has a timeout, a caller ID and an action; Twilio requests the action with
+    `DialCallStatus=no-answer` when nobody picks up, and the call goes on with the TwiML it
+    gets: a new stream for the same call, on which the agent is told and says so."""
+    script = [[Say("Hello.", 200)], [Say("Hold on.", 300)]]  # each session's, from the start
+    async with FakeRealtimeServer("ga", script) as fake:
+        async with bridged_call(fake, desk()) as (_bridge, stream, _):
+            await stream.wait_playback_idle()
+            await stream.send_dtmf("0")
+            await asyncio.wait_for(stream.closed, 8)
+            after = await continue_after_stream(stream.target)
+            (dial,) = [v for v in after.verbs if v.name == "Dial"]
+            assert (dial.text, dial.attrs["timeout"], dial.attrs["callerId"]) == (
+                OPERATOR,
+                "20",
+                "+15550002222",  # the number the caller dialled
+            )
+            back = await dial_ends(after, stream.target, "no-answer")
+            assert back.via == "dial_action" and back.reconnect is not None
+            assert back.reconnect.call_sid == stream.target.call_sid
+            async with TwilioMediaStream(back.reconnect) as again:
+                second = await fake.wait_for_session(2)
+                await second.wait_for_event("response.done", 8)
+                await wait_until(lambda: again.played_ms_total >= 200, 5, "the apology")
+            done = await dial_ends(Continuation("action", (dial,)), stream.target, "completed")
+    (opening,) = second.client_events("response.create")[:1]
+    assert "was not answered (no answer)" in opening["response"]["instructions"]
+    assert [line["then"] for line in logs.events("dial_ended")] == ["back_to_agent", "hangup"]
+    assert [v.name for v in done.verbs] == ["Hangup"]
+    (resumed,) = logs.events("call_resumed")
+    assert (resumed["target"], resumed["dial_status"]) == ("operator", "no-answer")

@@ -165,6 +165,7 @@ async def test_azure_preview_speaks_the_beta_dialect_end_to_end(logs: LogCapture
             "AZURE_OPENAI_API_KEY": "az-key-0123456789",
             "AZURE_OPENAI_DEPLOYMENT": "rt-preview",
             "AZURE_OPENAI_API_VERSION": "2025-04-01-preview",
+            "AZURE_OPENAI_TRANSCRIPTION_DEPLOYMENT": "transcribe",  # a deployment on Azure
         }
         async with bridged_call(fake, **settings) as (_, stream, _session):
             session = await fake.wait_for_session()
@@ -181,6 +182,7 @@ async def test_azure_preview_speaks_the_beta_dialect_end_to_end(logs: LogCapture
             await logs.wait_for("transcript", 3)
             update = session.client_events("session.update")[0]["session"]
             assert update["input_audio_format"] == "pcm16"
+            assert update["input_audio_transcription"]["model"] == "transcribe"
         assert fake.violations == []
     assert [x["text"] for x in logs.events("transcript")] == [
         "Hello from preview.",

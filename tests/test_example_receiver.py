@@ -16,8 +16,9 @@ import httpx
 import uvicorn
 
 from bridge import signing
+from bridge.persona import DEFAULT_PERSONA, HttpTool
 from tests.conftest import LogCapture, bridged_call, serving, wait_until
-from tests.fakes.realtime import FakeRealtimeServer, Say
+from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec-test-0123456789"
@@ -97,3 +98,44 @@ async def test_a_real_call_leaves_its_record_in_the_receiver(
     assert [line["text"] for line in json.loads(str(transcript))] == ["Hello there."]
     assert [row[2] for row in table(db, "events")] == ["call.started", "call.ended"]
     assert logs.events("call_event_undelivered") == []
+
+
+async def test_the_receptionists_message_and_the_calls_record_both_reach_the_receiver(
+    tmp_path: Path, logs: LogCapture
+) -> None:
+    db = tmp_path / "r.db"
+    message = {"name": "Ana Lima", "callback_number": "+12125550123", "reason": "reschedule"}
+    script = [[FunctionCall("take_message", message)], [Say("I have noted it.", 300)]]
+    async with running_receiver(db) as url:
+        take_message = HttpTool.model_validate(
+            {
+                "type": "http",
+                "description": "Record a message for the practice.",
+                "parameters": {"type": "object", "properties": {}},
+                "url": url + "/tools/take_message",
+            }
+        )
+        persona = DEFAULT_PERSONA.model_copy(
+            update={
+                "tools": DEFAULT_PERSONA.tools.model_copy(update={"take_message": take_message})
+            }
+        )
+        async with FakeRealtimeServer("ga", script) as fake:
+            async with bridged_call(
+                fake, persona, WEBHOOK_SIGNING_SECRET=SECRET, CALL_WEBHOOK_URL=url + "/events"
+            ) as (_, stream, session):
+                await session.wait_for_event("response.done", 5, nth=2)
+                await wait_until(lambda: stream.played_ms_total >= 300, 5, "the answer")
+        await wait_until(lambda: table(db, "calls"), 5, "the call's record")
+    ((_, _, call_sid, caller, name, number, reason),) = table(db, "messages")
+    assert (call_sid, name, number, reason) == (
+        stream.target.call_sid,
+        "Ana Lima",
+        "+12125550123",
+        "reschedule",
+    )
+    ((_, _, _, _, _, _, _, tool_calls, _),) = table(db, "calls")
+    (tool,) = json.loads(str(tool_calls))
+    assert (tool["name"], tool["arguments"], tool["ok"]) == ("take_message", message, True)
+    assert json.loads(tool["result"]) == {"status": "recorded", "message_id": 1}
+    assert caller == "+15550001111"

@@ -138,6 +138,7 @@ class Call:
         rules: CallRules = CallRules(),  # noqa: B008 (frozen)
         keypad: Keypad | None = None,
         recorder: CallRecorder | None = None,
+        opening: str | None = None,
     ) -> None:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
@@ -147,6 +148,7 @@ class Call:
         self.audio = audio
         self.session = session
         self.greeting = greeting
+        self.opening = opening  # first instructions instead of the greeting (a call resumed)
         self.started_at = started_at
         self.rules = rules
         self._keypad = keypad
@@ -403,11 +405,37 @@ class Call:
                 self._request_response(self._greeting_instructions())
         elif isinstance(event, ev.UpstreamError):
             self._on_error(event)
+        elif isinstance(event, ev.IdleTimeout):
+            if self.rules.server_idle:
+                self._on_server_idle(now)
         elif isinstance(event, ev.RateLimits):
             for limit in event.limits:
                 self._out.effects.append(
                     Measure(f"rate_limit_remaining:{limit.name}", limit.remaining)
                 )
+
+    def _on_server_idle(self, now: float) -> None:
+        """The server's idle timeout: its first prompt is this call's reprompt; a second with
+        the caller still silent is the idle end (the goodbye, then the hang-up), as the
+        bridge's own timer would have decided."""
+        limits = self._limits
+        silent_since_prompt = (
+            limits.reprompted_at is not None
+            and (self.last_caller_speech or 0) <= limits.reprompted_at
+        )
+        if limits.done or self._handoff is not None:
+            return
+        if not silent_since_prompt:
+            self._log("call_limit", limit="idle_timeout_ms", seconds=self.rules.idle_s)
+            limits.reprompted(now)
+            self.last_activity = now
+            return
+        limits.done = True
+        self._log("call_limit", limit="idle_seconds", seconds=self.rules.idle_s)
+        self.begin_handoff(
+            Handoff(kind="hangup", line=self.rules.idle_goodbye, reason="idle", origin="limit"),
+            now,
+        )
 
     def upstream_pong(self, now: float) -> None:
         """The upstream answered a ping: its socket is alive, whatever the model is doing."""
@@ -435,6 +463,8 @@ class Call:
         self._log("upstream_message_rejected", "warning", error=reason)
 
     def _greeting_instructions(self) -> str | None:
+        if self.opening:
+            return self.opening
         if not self.greeting:
             return None
         return (

@@ -4,7 +4,9 @@ The core asks `LimitWatch.check` on every tick with the facts of the moment; the
 most one thing to do. At the length limit the persona's goodbye is spoken, then the call is
 hung up. When neither side has done anything for the idle time, the persona's reprompt is
 spoken once; if the caller still says nothing for another idle period, a short goodbye and
-hang-up. A session near the provider's cap is renewed, but only while nobody is speaking.
+hang-up. With the server's own idle timeout (GA `idle_timeout_ms`) the server's prompt is the
+reprompt, and the bridge's timer only says the goodbye: one idle policy, not two. A session
+near the provider's cap is renewed, but only while nobody is speaking.
 Once a limit has ended the call, nothing more is due.
 """
 
@@ -69,7 +71,12 @@ class LimitWatch:
             self.reprompted_at = None  # the caller answered the reprompt
         if not idle or now - last_activity < rules.idle_s:
             return None
-        if self.reprompted_at is None and rules.idle_reprompt:
+        if rules.server_idle and self.reprompted_at is None:
+            # The server prompts the caller (`timeout_triggered`); the goodbye waits for it,
+            # unless it never comes (twice the idle time).
+            if now - last_activity < 2 * rules.idle_s:
+                return None
+        elif self.reprompted_at is None and rules.idle_reprompt:
             return Reprompt(rules.idle_reprompt, rules.idle_s)
         self.done = True
         return EndForLimit("idle", rules.idle_goodbye, "idle_seconds", rules.idle_s)

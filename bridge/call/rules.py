@@ -45,6 +45,9 @@ class CallRules:
     idle_reprompt: str | None = None
     """Said once after `idle_s` of silence; None goes straight to `idle_goodbye`."""
     idle_goodbye: str = IDLE_GOODBYE
+    server_idle: bool = False
+    """The server's `idle_timeout_ms` prompts a silent caller (GA): the bridge then does not
+    reprompt on its own, it only ends the call after a further idle period."""
     session_renew_s: float = SESSION_RENEW_S
     reconnect_window_s: float = RECONNECT_WINDOW_S
     reconnect_pause_s: float = RECONNECT_PAUSE_S

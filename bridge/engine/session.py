@@ -174,6 +174,7 @@ class RealtimeSession:
         self._buffer = InputAudioBuffer()
         self._vad: Vad | None = None
         self._vad_origin = 0
+        self._idle_samples = 0  # input audio since the last speech or response (idle timeout)
         self._speech: tuple[str, int] | None = None  # (item_id, audio start sample)
         self._stream: Generator[int, None, None] | None = None
         self._open: _OpenItem | None = None
@@ -438,6 +439,32 @@ class RealtimeSession:
             td = self.config.turn_detection
             keep_ms = max(self.vad_idle_buffer_ms, (td.prefix_padding_ms if td else 0) + 500)
             self._buffer.keep_last(keep_ms * ENGINE_RATE // 1000)
+            self._count_idle(len(pcm))
+        else:
+            self._idle_samples = 0
+
+    def _count_idle(self, samples: int) -> None:
+        """GA `server_vad.idle_timeout_ms`: input audio with no speech and no response for
+        that long triggers `input_audio_buffer.timeout_triggered` and a response, so the model
+        prompts a silent caller (as the hosted service does)."""
+        td = self.config.turn_detection
+        if td is None or td.type != "server_vad" or not td.idle_timeout_ms:
+            return
+        if self.response is not None:
+            self._idle_samples = 0
+            return
+        self._idle_samples += samples
+        if self._idle_samples >= td.idle_timeout_ms * ENGINE_RATE // 1000:
+            end = self._buffer.end
+            start = end - self._idle_samples
+            self._idle_samples = 0
+            self._emit(
+                "input_audio_buffer.timeout_triggered",
+                audio_start_ms=_ms(max(start, 0)),
+                audio_end_ms=_ms(end),
+                item_id=self.ids.new("item"),
+            )
+            self._start_response({})
 
     def _speech_started(self, sample: int) -> None:
         td = self.config.turn_detection

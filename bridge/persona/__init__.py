@@ -16,14 +16,16 @@ All spoken texts and the instructions are templates (`templates`): `{caller_numb
 `{{` and `}}` are literal braces. An unknown placeholder is a load-time error, never a
 surprise on a call.
 
-The modules, each importing only those before it: `errors`, `templates`, `sections` (the
-parts of a persona), `schema` (`Persona`, `DEFAULT_PERSONA`), `yaml_reader`, `source`
-(files and line numbers), `book` (`PersonaBook`, `load_personas`), `check` (the command).
+The modules, each importing only those before it: `errors`, `base` (the models' base),
+`templates`, `integrations` (HTTP tools and MCP servers), `sections` (the parts of a
+persona), `schema` (`Persona`, `DEFAULT_PERSONA`), `yaml_reader`, `source` (files and line
+numbers), `book` (`PersonaBook`, `load_personas`), `check` (the command).
 """
 
 from bridge.persona.book import PersonaBook, load_personas
 from bridge.persona.check import check_command, describe
 from bridge.persona.errors import PersonaError
+from bridge.persona.integrations import HttpTool, McpServer
 from bridge.persona.schema import DEFAULT_PERSONA, FallbackPlan, Identity, Persona
 from bridge.persona.sections import (
     TOOL_NAMES,
@@ -58,8 +60,10 @@ __all__ = [
     "Fallback",
     "FallbackPlan",
     "Hours",
+    "HttpTool",
     "Identity",
     "Limits",
+    "McpServer",
     "OpeningInterval",
     "Persona",
     "PersonaBook",

@@ -188,7 +188,23 @@ def _provider_problems(entries: list[Entry], dialect: str) -> list[str]:
     problems = []
     for entry in entries:
         persona = entry.persona
-        if persona is not None and persona.voice not in voices_for(dialect):
+        if persona is None:
+            continue
+        if persona.voice not in voices_for(dialect):
             where = entry.source.locate(("voice",))
             problems.append(f"{where}: voice: {unsupported_voice_message(persona.voice, dialect)}")
+        if dialect != "ga":
+            # The preview (beta) dialect refuses these in session.update.
+            if persona.turn_detection.idle_timeout_ms is not None:
+                where = entry.source.locate(("turn_detection", "idle_timeout_ms"))
+                problems.append(
+                    f"{where}: turn_detection.idle_timeout_ms: not in the preview (beta) dialect "
+                    "the provider speaks; remove it (the bridge's IDLE_TIMEOUT_SECONDS applies)"
+                )
+            if persona.noise_reduction is not None:
+                where = entry.source.locate(("noise_reduction",))
+                problems.append(
+                    f"{where}: noise_reduction: not in the preview (beta) dialect the provider "
+                    "speaks; remove it"
+                )
     return problems

@@ -27,7 +27,9 @@ from pydantic import (
 
 from bridge.audio_format import AudioFormat
 from bridge.persona.errors import Loc, field_error
+from bridge.persona.integrations import McpServer, server_names
 from bridge.persona.sections import (
+    TOOL_NAMES,
     DtmfAction,
     DtmfConfig,
     EndCallTool,
@@ -56,7 +58,15 @@ class FallbackPlan:
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")
 _PERSONA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SECTIONS = ("turn_detection", "tools", "transfer_targets", "dtmf", "limits", "fallback")
+_SECTIONS = (
+    "turn_detection",
+    "tools",
+    "transfer_targets",
+    "dtmf",
+    "limits",
+    "fallback",
+    "mcp_servers",
+)
 
 
 def _persona_name(value: str) -> str:
@@ -179,6 +189,9 @@ class Persona(Section):
     instructions: Template
     greeting: Template
     voice: str = Field(default="alloy", min_length=1, max_length=64)
+    noise_reduction: Literal["near_field", "far_field", "off"] | None = None
+    """The provider's input noise reduction: `near_field` for handsets and headsets (most
+    phone calls), `far_field` for speakerphones, `off`; unset leaves its default."""
     speed: float | None = Field(default=None, ge=0.25, le=1.5)
     language: str | None = None
     transcription_model: str | None = "gpt-4o-mini-transcribe"
@@ -193,6 +206,9 @@ class Persona(Section):
     # whether its calls are recorded (unset: as RECORDINGS_DIR says; `twilio`: by Twilio).
     webhook_url: str | None = None
     recording: Recording = None
+    mcp_servers: Annotated[dict[str, McpServer], AfterValidator(server_names)] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -241,6 +257,30 @@ class Persona(Section):
         if problems:
             loc, reason = problems[0]
             raise field_error(reason, *loc)
+        return self
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values the `${VAR}`s of its HTTP tools' and MCP servers' headers resolved to:
+        the server registers them with the log scrubber at start-up."""
+        remotes = [*self.tools.http.values(), *self.mcp_servers.values()]
+        return tuple(s for remote in remotes for s in remote.secrets)
+
+    @model_validator(mode="after")
+    def _mcp_names_free(self) -> Persona:
+        # An allow-listed MCP tool under a name the persona already uses would never be offered.
+        taken = {*TOOL_NAMES, *self.tools.http}
+        for server, config in self.mcp_servers.items():
+            for i, name in enumerate(config.tools or ()):
+                if name in taken:
+                    kind = "a built-in tool" if name in TOOL_NAMES else f"tools.{name}"
+                    raise field_error(
+                        f"{name!r} is already {kind}; an MCP tool cannot have its name",
+                        "mcp_servers",
+                        server,
+                        "tools",
+                        i,
+                    )
         return self
 
     # --- Per-call rendering -------------------------------------------------------------
@@ -320,6 +360,7 @@ class Persona(Section):
             transcription_language=self.language,
             turn_detection=self.turn_detection.to_core(),
             tools=tuple(tools),
+            noise_reduction=self.noise_reduction,
         )
 
     def dtmf_action(self, digit: str) -> DtmfAction | None:

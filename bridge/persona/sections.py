@@ -13,9 +13,11 @@ from datetime import date
 from typing import Annotated, ClassVar, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from bridge.persona.base import PROBLEM, Section
 from bridge.persona.errors import field_error, suggest
+from bridge.persona.integrations import FUNCTION_NAME, HttpTool
 from bridge.persona.templates import Template
 from bridge.realtime.events import TurnDetection
 
@@ -48,15 +50,6 @@ Phone = Annotated[str, BeforeValidator(_phone)]
 
 
 # --- Sections ---------------------------------------------------------------------------------
-
-
-class Section(BaseModel):
-    """Base of every persona model: unknown keys are errors, and values never change after
-    loading, since one persona serves many concurrent calls."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # How unknown keys of this section are named in errors ("unknown tool 'x'").
-    _key_kind: ClassVar[str] = "field"
 
 
 class TurnDetectionConfig(Section):
@@ -112,8 +105,12 @@ TOOL_NAMES: tuple[str, ...] = ("web_search", "transfer_call", "end_call")
 
 
 class Tools(Section):
-    """The tools this persona offers the model; a tool is enabled by being listed."""
+    """The tools this persona offers the model; a tool is enabled by being listed. Besides
+    the built-in ones, any other name with `type: http` is a tool of the business's own
+    (`HttpTool`), kept in `http`."""
 
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, HttpTool] = Field(init=False)
     _key_kind: ClassVar[str] = "tool"
 
     web_search: WebSearchTool | None = None
@@ -124,13 +121,38 @@ class Tools(Section):
     @classmethod
     def _bare_name_enables(cls, data: object) -> object:
         # `end_call:` with nothing after it means "on, with default settings".
-        if isinstance(data, dict):
-            return {k: ({} if v is None and k in TOOL_NAMES else v) for k, v in data.items()}
-        return data
+        if not isinstance(data, dict):
+            return data
+        out: dict[object, object] = {}
+        for key, value in data.items():
+            declared = isinstance(value, HttpTool) or (isinstance(value, dict) and "type" in value)
+            problem = None
+            if key in TOOL_NAMES and declared:
+                problem = f"{key!r} is a built-in tool; give your own tool another name"
+            elif key not in TOOL_NAMES and not declared:
+                hint = suggest(str(key), TOOL_NAMES)
+                problem = f"unknown tool {key!r}; " + (
+                    f"did you mean {hint}?"
+                    if hint
+                    else f"built in: {', '.join(TOOL_NAMES)}; a tool of your own needs `type: http`"
+                )
+            elif not isinstance(key, str) or not FUNCTION_NAME.match(key):
+                problem = f"{key!r} is not a tool name: letters, digits, '_', '-' (max 64)"
+            if problem is not None:
+                out[key] = {PROBLEM: problem}
+            else:
+                out[key] = {} if value is None and key in TOOL_NAMES else value
+        return out
 
     @property
     def enabled(self) -> tuple[str, ...]:
+        """The built-in tools listed."""
         return tuple(name for name in TOOL_NAMES if getattr(self, name) is not None)
+
+    @property
+    def http(self) -> dict[str, HttpTool]:
+        """The persona's HTTP tools by name, in file order."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class TransferTarget(Section):

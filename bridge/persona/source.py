@@ -9,6 +9,7 @@ that do not exist, duplicate keys.
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -120,9 +121,13 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
         origin = typing.get_origin(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             field = tp.model_fields.get(str(part))
-            if field is None:
+            if field is not None:
+                tp = field.annotation
+            elif "__pydantic_extra__" in getattr(tp, "__annotations__", {}):
+                # A model with named entries of one type (the persona's own tools).
+                tp = typing.get_args(typing.get_type_hints(tp)["__pydantic_extra__"])[1]
+            else:
                 return None
-            tp = field.annotation
         elif origin is dict:
             tp = typing.get_args(tp)[1]
         elif origin in (tuple, list):
@@ -211,9 +216,13 @@ class Entry:
     identity: Persona | Identity | None
 
 
-def load_file(path: Path, file: str) -> tuple[list[Entry], list[str]]:
+def load_file(
+    path: Path, file: str, env: Mapping[str, str] | None = None
+) -> tuple[list[Entry], list[str]]:
     """Parse and validate one YAML file: `(entries, errors)`, with every error found, sorted
-    by line. A file that cannot be parsed at all has no entries."""
+    by line. A file that cannot be parsed at all has no entries. `env` is where `${VAR}`s in
+    headers are looked up (default: the process environment)."""
+    context = {"env": os.environ if env is None else env}
     try:
         doc = yaml_reader.parse(yaml_reader.read_text(path))
     except yaml_reader.YamlRefused as exc:
@@ -271,7 +280,7 @@ def load_file(path: Path, file: str) -> tuple[list[Entry], list[str]]:
             loaded.append(Entry(source, None, None))
             continue
         try:
-            persona = Persona.model_validate(item)
+            persona = Persona.model_validate(item, context=context)
         except ValidationError as exc:
             messages = _persona_messages(exc, item, source)
             errors += messages

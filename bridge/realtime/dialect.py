@@ -159,6 +159,7 @@ _COMMON: dict[str, _Decoder] = {
     ),
     "error": _error,
     "rate_limits.updated": _rate_limits,
+    "input_audio_buffer.timeout_triggered": lambda d: ev.IdleTimeout(),
 }
 
 
@@ -272,6 +273,9 @@ class Dialect:
                 else {"type": "audio/pcmu"}
             )
             audio_in: dict[str, Any] = {"format": fmt, "turn_detection": turn}
+            if cfg.noise_reduction is not None:
+                off = cfg.noise_reduction == "off"
+                audio_in["noise_reduction"] = None if off else {"type": cfg.noise_reduction}
             if transcription:
                 audio_in["transcription"] = transcription
             audio_out: dict[str, Any] = {"format": fmt, "voice": cfg.voice}

@@ -107,6 +107,12 @@ class TranscriptDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleTimeout:
+    """`input_audio_buffer.timeout_triggered`: the server's `idle_timeout_ms` passed with the
+    caller silent, and the server asks the model to prompt them."""
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionCall:
     response_id: str
     item_id: str
@@ -185,6 +191,7 @@ ServerEvent = (
     | ItemTruncated
     | UpstreamError
     | RateLimits
+    | IdleTimeout
     | Ignored
 )
 
@@ -224,3 +231,4 @@ class SessionConfig:
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: Literal["auto", "none", "required"] = "auto"
     max_output_tokens: int | None = None
+    noise_reduction: Literal["near_field", "far_field", "off"] | None = None

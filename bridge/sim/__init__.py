@@ -14,7 +14,14 @@ from bridge.sim.media_stream import (
     Utterance,
 )
 from bridge.sim.playback import ClearRecord, MarkEcho, PlaybackBuffer, PlayedChunk
-from bridge.sim.webhook import Continuation, StreamTarget, Verb, continue_after_stream, place_call
+from bridge.sim.webhook import (
+    Continuation,
+    StreamTarget,
+    Verb,
+    continue_after_stream,
+    dial_ends,
+    place_call,
+)
 
 __all__ = [
     "CallRejected",
@@ -34,5 +41,6 @@ __all__ = [
     "Utterance",
     "Verb",
     "continue_after_stream",
+    "dial_ends",
     "place_call",
 ]

@@ -214,7 +214,9 @@ def parse_connect_twiml(
     )
 
 
-def _verb(element: ET.Element, call_sid: str, account_sid: str) -> Verb:
+def _verb(
+    element: ET.Element, call_sid: str, account_sid: str, form: Mapping[str, str] | None = None
+) -> Verb:
     stream = None
     if element.tag == "Connect" and element.find("Stream") is not None:
         stream = parse_connect_twiml(
@@ -223,6 +225,7 @@ def _verb(element: ET.Element, call_sid: str, account_sid: str) -> Verb:
             f"<Response>{ET.tostring(element, encoding='unicode')}</Response>",
             call_sid=call_sid,
             account_sid=account_sid,
+            form=form,
         )
     text = (element.text or "").strip()
     if element.tag == "Dial" and not text:
@@ -245,6 +248,37 @@ async def continue_after_stream(
         return Continuation("document", target.after_connect)
     url = _absolute(target.action, target.url)
     params = {**target.form, "CallStatus": "in-progress"}
+    return await _request_twiml(url, params, target, auth_token, client, "action", sign_url)
+
+
+async def dial_ends(
+    after: Continuation,
+    target: StreamTarget,
+    status: str,
+    *,
+    auth_token: str | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> Continuation:
+    """What Twilio does when the `<Dial>` of `after` ends with `status` (`completed`,
+    `no-answer`, `busy`, `failed`): request its action (signed, with the call's parameters and
+    `DialCallStatus`) and run the TwiML it returns; without an action the call ends."""
+    dial = next((v for v in after.verbs if v.name == "Dial"), None)
+    if dial is None or not dial.attrs.get("action"):
+        return Continuation("document", ())
+    url = _absolute(dial.attrs["action"], target.url)
+    params = {**target.form, "CallStatus": "in-progress", "DialCallStatus": status}
+    return await _request_twiml(url, params, target, auth_token, client, "dial_action")
+
+
+async def _request_twiml(
+    url: str,
+    params: dict[str, str],
+    target: StreamTarget,
+    auth_token: str | None,
+    client: httpx.AsyncClient | None,
+    via: str,
+    sign_url: str | None = None,
+) -> Continuation:
     headers = {"User-Agent": TWILIO_USER_AGENT}
     if auth_token is not None:
         validator = RequestValidator(auth_token)
@@ -256,16 +290,17 @@ async def continue_after_stream(
         response = await client.post(url, data=params, headers=headers)
     if response.status_code != 200:
         raise CallRejected(
-            "the <Connect> action did not answer 200 (Twilio: an application error)",
+            f"the {via} did not answer 200 (Twilio: an application error)",
             status=response.status_code,
             body=response.text,
         )
     try:
         root = ET.fromstring(response.text)
     except ET.ParseError as exc:
-        raise CallRejected(f"action TwiML is not XML: {exc}", body=response.text) from exc
-    verbs = tuple(_verb(child, target.call_sid, target.account_sid) for child in root)
-    return Continuation("action", verbs, response.text)
+        raise CallRejected(f"{via} TwiML is not XML: {exc}", body=response.text) from exc
+    form = target.form
+    verbs = tuple(_verb(child, target.call_sid, target.account_sid, form) for child in root)
+    return Continuation(via, verbs, response.text)
 
 
 def _absolute(url: str, stream_url: str) -> str:

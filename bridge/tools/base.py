@@ -39,6 +39,7 @@ class ToolEnv:
     settings: Settings
     call_sid: str
     caller_number: str = ""
+    called_number: str = ""
 
     def render(self, text: str) -> str:
         """A persona template (a filler, a handoff line) filled in for this call, now."""

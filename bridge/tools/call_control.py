@@ -19,7 +19,6 @@ import twilio.rest.api.v2010.account.call  # noqa: F401
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
-from twilio.twiml.voice_response import VoiceResponse
 
 from bridge.errors import describe
 from bridge.settings import Settings
@@ -29,7 +28,6 @@ __all__ = [
     "REST_TIMEOUT_S",
     "ControlOutcome",
     "TwilioCallControl",
-    "dial_twiml",
     "missing_credentials",
 ]
 
@@ -64,13 +62,6 @@ def missing_credentials(settings: Settings) -> str | None:
     if missing:
         return f"{' and '.join(missing)} not set (needed for Twilio REST call control)"
     return None
-
-
-def dial_twiml(number: str) -> str:
-    """`<Response><Dial>number</Dial></Response>`: what the call runs after a transfer."""
-    response = VoiceResponse()
-    response.dial(number)
-    return str(response)
 
 
 class TwilioCallControl:

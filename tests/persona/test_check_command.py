@@ -263,3 +263,28 @@ def test_a_voice_the_provider_does_not_have_is_refused_with_its_line(
     assert check_command(str(path)) == 1
     _, err = capsys.readouterr()
     assert err.startswith(f"{path}:4: voice: Invalid value: 'marin'. Supported values are: 'alloy'")
+
+
+def test_fields_the_preview_dialect_lacks_are_refused_with_their_lines(
+    write_yaml: WriteYaml, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_yaml(
+        """
+        name: desk
+        instructions: Answer.
+        greeting: Hello.
+        noise_reduction: near_field
+        turn_detection:
+          idle_timeout_ms: 8000
+        """
+    )
+    assert check_command(str(path)) == 0  # GA takes both
+    capsys.readouterr()
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-test-key-0123456789")
+    monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENT", "gpt-realtime")
+    monkeypatch.setenv("AZURE_OPENAI_API_VERSION", "2025-04-01-preview")
+    assert check_command(str(path)) == 1
+    _, err = capsys.readouterr()
+    assert f"{path}:6: turn_detection.idle_timeout_ms: not in the preview (beta) dialect" in err
+    assert f"{path}:4: noise_reduction: not in the preview (beta) dialect" in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import xml.etree.ElementTree as ET
 from typing import Any
 
 from bridge.persona import (
@@ -17,7 +18,6 @@ from bridge.persona import (
     TransferCallTool,
     TransferTarget,
 )
-from bridge.tools.call_control import dial_twiml
 from bridge.tools.catalogue import build_tools, unavailable_tools
 from tests.conftest import LogCapture, make_settings, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FunctionCall, Say
@@ -79,8 +79,11 @@ async def test_transfer_plays_the_handoff_line_out_then_dials_the_personas_numbe
                 await logs.wait_for("call_ended")
             assert fake.violations == []
     assert (request.call_sid, request.account_sid) == (call.call_sid, ACCOUNT_SID)
-    assert request.form == {"Twiml": dial_twiml(BILLING)}
-    assert f"<Dial>{BILLING}</Dial>" in request.form["Twiml"]
+    dial = ET.fromstring(request.form["Twiml"]).find("Dial")
+    assert dial is not None and (dial.text, dial.get("timeout")) == (BILLING, "20")
+    assert dial.get("callerId") == "+15550002222"  # the number the caller dialled
+    assert (dial.get("action") or "").split("?")[0].endswith("/dial-ended")
+    assert f">{BILLING}</Dial>" in request.form["Twiml"]
     assert_after_the_last_words(call, request, 300 + 600)
     assert info.initiator == "server"
     # The handoff line was asked for by the bridge, word for word; the model was not asked

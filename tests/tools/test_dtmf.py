@@ -4,10 +4,10 @@ transfers, speaks or ends the call, and other keys reach the model as a short me
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 
 from bridge.engine.items import MessageItem
 from bridge.persona import DtmfAction, DtmfConfig, Persona, TransferTarget
-from bridge.tools.call_control import dial_twiml
 from tests.conftest import LogCapture, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, Say
 from tests.fakes.twilio_rest import FakeTwilioRest
@@ -46,7 +46,10 @@ async def test_keypad_0_transfers_to_the_operator_after_the_hold_line(logs: LogC
                 await asyncio.wait_for(call.stream.closed, 3)
                 await logs.wait_for("call_ended")
             assert fake.violations == []
-    assert request.form == {"Twiml": dial_twiml(OPERATOR)}
+    dial = ET.fromstring(request.form["Twiml"]).find("Dial")
+    assert dial is not None and (dial.text, dial.get("timeout")) == (OPERATOR, "20")
+    assert dial.get("callerId") == "+15550002222"  # the number the caller dialled
+    assert (dial.get("action") or "").split("?")[0].endswith("/dial-ended")
     line_marks = call.stream.marks[pressed:]
     assert line_marks and request.time > max(m.sent_at or 0.0 for m in line_marks)
     assert HOLD in response_creates(call.session)[1]["response"]["instructions"]
