@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
 from bridge.logs import configure_logging, get_logger
-from bridge.settings import Settings, SettingsError, load_settings
+from bridge.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    names_in_force,
+    unknown_settings,
+)
 from bridge.softphone import softphone_enabled
 
 DEFAULT_PORT = 8080
@@ -37,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--wav", metavar="FILE", help="a WAV file the caller plays after the lines")
     call.add_argument("--dtmf", default="", metavar="DIGITS", help="keys pressed at the end")
-    call.add_argument("--record", metavar="FILE", help="save what the caller heard (WAV)")
+    call.add_argument(
+        "--record", metavar="FILE", help="save the call as a stereo WAV (caller left, agent right)"
+    )
+    call.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the bridge's PUBLIC_URL, which signatures cover (default: PUBLIC_URL, else --url)",
+    )
 
     persona = sub.add_parser("persona", help="persona files")
     persona_sub = persona.add_subparsers(dest="persona_command", required=True)
@@ -65,6 +80,12 @@ def _serve(args: argparse.Namespace) -> int:
         settings = load_settings(**({"PERSONA_FILE": args.persona} if args.persona else {}))
     except SettingsError as exc:
         print(f"voicebridge: {exc}", file=sys.stderr)
+        # A misspelt name is the usual cause of a missing one: say so here too.
+        set_names = names_in_force(os.environ)
+        for name, guess in unknown_settings(set_names):
+            hint = f"; did you mean {guess}?" if guess else ""
+            where = set_names[name]
+            print(f"voicebridge: {name} ({where}) is not a setting{hint}", file=sys.stderr)
         return 2
     try:
         book = (
@@ -73,14 +94,28 @@ def _serve(args: argparse.Namespace) -> int:
             else PersonaBook.builtin()
         )
     except PersonaError as exc:
-        print(f"voicebridge: invalid persona:\n{exc}", file=sys.stderr)
+        # From the environment, name the variable too: the user may not know it is set.
+        given = "" if args.persona else f" (PERSONA_FILE={settings.PERSONA_FILE})"
+        print(f"voicebridge: invalid persona{given}:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL, settings.secrets())
     log = get_logger("voicebridge")
+    set_names = names_in_force(os.environ)
+    for name, guess in unknown_settings(set_names):
+        log.warning("setting_unknown", name=name, did_you_mean=guess, source=set_names[name])
     for warning in book.warnings():
         log.warning("persona_warning", message=warning)
     host = args.host or default_host(settings)
     app = create_app(settings, book)
+    try:
+        # Bound before anything says the bridge is answering: a busy port is the only news.
+        listener = listen_socket(host, args.port)
+    except OSError as exc:
+        print(
+            f"voicebridge: cannot listen on {host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     log.info(
         "serving",
         url=f"http://{host}:{args.port}",
@@ -107,35 +142,57 @@ def _serve(args: argparse.Namespace) -> int:
         _print_how_to_call(host, args.port, softphone=softphone_enabled(settings))
     config = uvicorn_config(app, host, args.port)
     server = DrainingServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
-    server.run()
+    server.run(sockets=[listener])
     return 0
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host:port`, as uvicorn would bind it (SO_REUSEADDR, so a
+    restart does not wait for TIME_WAIT). Raises OSError (address in use, no such address)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def _print_how_to_call(host: str, port: int, *, softphone: bool) -> None:
-    """For a person at the terminal (stderr: stdout carries the JSON log)."""
+    """For a person at the terminal (stderr: stdout carries the JSON log): calls that work
+    with no key and no network, with the default persona."""
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = f"http://{where}:{port}"
+    url = "" if port == DEFAULT_PORT and where == "127.0.0.1" else f" --url {base}"
     lines = [
         "",
-        f"  voicebridge is answering calls with the local engine on {base}",
-        f"  place a test call:  voicebridge call --url {base} "
-        "--say 'what is the weather in Paris' --record call.wav",
+        f"  voicebridge is answering calls with the local engine on {base} (no network needed)",
+        "  try it from another terminal:",
+        f"    voicebridge call{url} --say 'hello' --say 'goodbye' --record call.wav"
+        "   # a chat; goodbye hangs up",
+        f"    voicebridge call{url} --dtmf 12#   # the keypad",
+        f"    voicebridge call{url} --say 'operator'   # a transfer: offline the "
+        "agent says it cannot; TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN connect it",
     ]
     if softphone:
-        lines.append(f"  or talk to it:      open {base}/softphone in a browser")
+        lines.append(f"  or talk to it: open {base}/softphone in a browser")
     print("\n".join([*lines, ""]), file=sys.stderr, flush=True)
 
 
 def _call(args: argparse.Namespace) -> int:
+    from bridge.settings import CallerSettings
     from bridge.sim.cli import call_command
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"voicebridge: {exc}", file=sys.stderr)
-        return 2
+    settings = CallerSettings()
     token = settings.TWILIO_AUTH_TOKEN.get_secret_value() if settings.TWILIO_AUTH_TOKEN else None
-    return call_command(args.url, args.say, args.wav, args.dtmf, args.record, token)
+    public_url = args.public_url or settings.PUBLIC_URL
+    return call_command(args.url, args.say, args.wav, args.dtmf, args.record, token, public_url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,8 +7,11 @@ never mid-call.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from typing import Literal
+import os
+from collections.abc import Iterable
+from typing import Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -148,7 +151,7 @@ class Settings(BaseSettings):
     def _blank_secret_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("REALTIME_AUDIO", "LOG_FORMAT", mode="before")
+    @field_validator("REALTIME_PROVIDER", "REALTIME_AUDIO", "LOG_FORMAT", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -310,6 +313,92 @@ class Settings(BaseSettings):
             self.WEBHOOK_SIGNING_SECRET,
         ]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+OUR_PREFIXES: Final = (
+    "OPENAI_",
+    "AZURE_OPENAI_",
+    "TWILIO_",
+    "REALTIME_",
+    "TAVILY_",
+    "PERSONA_",
+    "MAX_",
+    "IDLE_",
+    "DRAIN_",
+    "SOFTPHONE_",
+    "METRICS_",
+    "LOG_",
+)
+"""Prefixes of the product's variables: another name with one of them is a misspelling of
+ours (or a library's variable the bridge does not read), never the shell's."""
+
+CLOSE_ENOUGH: Final = 0.85
+"""How alike (difflib's ratio) a name without our prefix must be to one of ours to be taken
+for a misspelling: PUBLIC_ULR is, PATH and HOSTNAME are not."""
+
+
+def known_names() -> frozenset[str]:
+    """Every variable the settings read."""
+    return frozenset(Settings.model_fields)
+
+
+def unknown_settings(names: Iterable[str]) -> list[tuple[str, str | None]]:
+    """Names that look like ours but are not, each with the closest known name (or None).
+
+    Variables are case-sensitive, so `openai_api_key` is unknown too (and suggests the
+    upper-case name). Everything else in an environment (PATH, HOME, …) is left alone.
+    """
+    known = known_names()
+    found = []
+    for name in sorted(set(names)):
+        if name in known:
+            continue
+        upper = name.upper()
+        if upper in known:
+            found.append((name, upper))
+            continue
+        prefix = next((p for p in OUR_PREFIXES if upper.startswith(p)), None)
+        if prefix is not None:
+            # A suggestion from the same family first: OPENAI_KEY → OPENAI_API_KEY.
+            family = [k for k in known if k.startswith(prefix)]
+            close = difflib.get_close_matches(upper, family, n=1, cutoff=0.7)
+            close = close or difflib.get_close_matches(upper, known, n=1, cutoff=CLOSE_ENOUGH)
+            found.append((name, close[0] if close else None))
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=CLOSE_ENOUGH)
+        if close:
+            found.append((name, close[0]))
+    return found
+
+
+def names_in_force(env: Iterable[str], env_file: str | None = ".env") -> dict[str, str]:
+    """Every variable name set, in the environment or the `.env` file, with where it was
+    set ("environment" or the file's name): what `unknown_settings` looks through."""
+    found = {name: "environment" for name in env}
+    if env_file is not None and os.path.isfile(env_file):
+        from dotenv import dotenv_values
+
+        for name in dotenv_values(env_file):
+            found.setdefault(name, env_file)
+    return found
+
+
+class CallerSettings(BaseSettings):
+    """What `voicebridge call` reads, from the same places: only the token it signs with and
+    the public URL it signs for. A simulated caller is not held to the server's rules (a
+    token needs PUBLIC_URL there), since `--url` says where the bridge is."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    PUBLIC_URL: str | None = None
+    TWILIO_AUTH_TOKEN: SecretStr | None = None
+
+    @field_validator("PUBLIC_URL", "TWILIO_AUTH_TOKEN", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 def load_settings(**overrides: object) -> Settings:

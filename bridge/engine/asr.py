@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import multiprocessing
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -74,6 +75,14 @@ def _worker_init() -> None:
     _grammars.clear()  # grammars belong to a decoder
 
 
+def _worker_start() -> None:
+    """A worker's initializer. Ctrl-C in a terminal signals the whole process group: the
+    parent drains and shuts the pool down, so a worker must not die of it mid-decode (with a
+    traceback each, and the pool's queues left for the resource tracker to complain about)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_init()
+
+
 def _decode(pcm16k: bytes, grammar_name: str | None, grammar: str | None) -> Hearing:
     """Both passes on one utterance (runs in a worker)."""
     if _decoder is None:
@@ -126,7 +135,7 @@ def _shared_pool() -> ProcessPoolExecutor:
             # spawn, not fork: the parent runs an event loop and threads.
             context = multiprocessing.get_context("spawn")
             _pool = ProcessPoolExecutor(
-                max_workers=MAX_WORKERS, mp_context=context, initializer=_worker_init
+                max_workers=MAX_WORKERS, mp_context=context, initializer=_worker_start
             )
             atexit.register(_shutdown_pool)
         return _pool
@@ -141,11 +150,13 @@ def _discard_pool(pool: ProcessPoolExecutor) -> None:
 
 
 def _shutdown_pool() -> None:
+    """At exit: drop queued work, let a decode in progress finish, and join the workers, so
+    the pool's queues and semaphores are released before the process ends."""
     global _pool
     with _pool_lock:
-        if _pool is not None:
-            _pool.shutdown(wait=False, cancel_futures=True)
-            _pool = None
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def known_words() -> frozenset[str]:

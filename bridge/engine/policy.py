@@ -107,6 +107,10 @@ MAX_SPOKEN_CHARS: Final = 220
 """Tool results are read back in about this many characters: two short sentences."""
 
 _QUOTED = re.compile(r"\"([^\"]{2,})\"")
+_KEYPAD = re.compile(r"^the caller pressed (.+?) on the keypad\.?$", re.IGNORECASE)
+"""How the bridge tells a model about a key press (`bridge.tools.dtmf.to_model_text`)."""
+_FAILED_TRANSFER = re.compile(r"transfer to (.+?) did not go through", re.IGNORECASE)
+_APOLOGY = re.compile(r"\bapologi[sz]e\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z][a-z']*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
@@ -266,10 +270,15 @@ class DialoguePolicy:
         self._phrases = phrases
 
     def respond(self, request: ResponseRequest) -> list[Output]:
-        quoted = _quoted(request.overrides.get("instructions"))
+        instructions = request.overrides.get("instructions")
+        quoted = _quoted(instructions)
         if quoted:
             # The bridge asks for exact words (greeting, fillers, goodbyes) by quoting them.
             return [Speech(quoted)]
+        apology = _apology(instructions)
+        if apology:
+            # The bridge asks for an apology in its own words (a transfer that failed).
+            return [Speech(apology)]
         tail = _since_last_assistant_message(request.conversation)
         results = [item for item in tail if isinstance(item, FunctionCallOutputItem)]
         if results:
@@ -281,12 +290,15 @@ class DialoguePolicy:
             return [
                 Speech(" ".join(summarise(names.get(r.call_id, ""), r.output) for r in results))
             ]
-        user = next(
-            (i for i in reversed(tail) if isinstance(i, MessageItem) and i.role == "user"), None
-        )
-        if user is None:
+        users = [i for i in tail if isinstance(i, MessageItem) and i.role == "user"]
+        if not users:
             return [Speech("Hello! How can I help you?")]
-        return self._answer(user, request)
+        keys = [key for key in (_pressed(u.text) for u in users) if key]
+        if keys and _pressed(users[-1].text):
+            # Every press since the agent last spoke: keys pressed quickly share one answer.
+            offered = set(declared_tools(request.tools)) or set(DEFAULT_TOOLS)
+            return [Speech(f"You pressed {_and(keys)} on the keypad. {_capabilities(offered)}")]
+        return self._answer(users[-1], request)
 
     def _answer(self, user: MessageItem, request: ResponseRequest) -> list[Output]:
         said = user.text
@@ -305,7 +317,18 @@ class DialoguePolicy:
             return [ToolCall("end_call", "{}")]
         if not said.strip():
             return [Speech("Sorry, I didn't catch that. Could you say it again?")]
-        return [Speech(f"I heard: {said}. {_capabilities(offered)}")]
+        heard = f"I heard: {said.strip().rstrip('.!?')}."
+        if intent is not None:
+            # Asked for what this session offers no tool for: say so, as a model would.
+            return [Speech(f"{heard} Sorry, I can't {_UNOFFERED[intent.tool]} on this line.")]
+        return [Speech(f"{heard} {_capabilities(offered)}")]
+
+
+_UNOFFERED: Final = {
+    "web_search": "look things up",
+    "transfer_call": "put you through to a person",
+    "end_call": "hang up myself, but you can",
+}
 
 
 def _capabilities(offered: set[str]) -> str:
@@ -317,6 +340,31 @@ def _capabilities(offered: set[str]) -> str:
     if not things:
         return "How can I help?"
     return "I can " + " or ".join(things) + "."
+
+
+def _pressed(text: str) -> str | None:
+    """The key a keypad message names ("5", "pound", "star"), or None for other text."""
+    match = _KEYPAD.match(text.strip())
+    if match is None:
+        return None
+    return match.group(1).split(" (", 1)[0]
+
+
+def _and(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _apology(instructions: object) -> str | None:
+    """Spoken words for an instruction to apologise, which names no exact words."""
+    if not isinstance(instructions, str) or not _APOLOGY.search(instructions):
+        return None
+    failed = _FAILED_TRANSFER.search(instructions)
+    if failed:
+        return (
+            f"Sorry, the transfer to {failed.group(1)} didn't go through. "
+            "Is there anything else I can help you with?"
+        )
+    return "Sorry about that. Is there anything else I can help you with?"
 
 
 def _quoted(instructions: object) -> str | None:

@@ -41,6 +41,7 @@ from bridge.persona.sections import (
     Tools,
     TransferTarget,
     TurnDetectionConfig,
+    WebSearchTool,
 )
 from bridge.persona.templates import Template, render_template
 from bridge.realtime.events import FunctionTool, SessionConfig
@@ -394,7 +395,7 @@ DEFAULT_PERSONA = Persona(
         "today is {today}."
     ),
     greeting="Hello, thanks for calling. How can I help you today?",
-    tools=Tools(end_call=EndCallTool()),
+    tools=Tools(web_search=WebSearchTool(), end_call=EndCallTool()),
 )
 """The built-in persona, used when no PERSONA_FILE is set. `personas/default.yaml` holds the
 same persona as a documented file (a test keeps the two equal); it stays in code because the

@@ -114,17 +114,20 @@ async def place_call(
     client: httpx.AsyncClient | None = None,
     extra_params: Mapping[str, str] | None = None,
     sign_url: str | None = None,
+    sign_base: str | None = None,
 ) -> StreamTarget:
     """Ring the bridge as Twilio would and return the stream its TwiML asks for.
 
     Signs the request with `auth_token` when given (omitting the header otherwise, as an
     unsigned attacker would). `extra_params` adds form fields (they are signed too), for
-    checking that a server validates over every field it received. `sign_url` is the URL
-    Twilio would sign when a proxy stands between (a path prefix it strips); by default the
-    one posted to. Raises `CallRejected` on a non-200 answer or TwiML without
-    `<Connect><Stream>`.
+    checking that a server validates over every field it received. Raises `CallRejected`
+    on a non-200 answer or TwiML without `<Connect><Stream>`. `sign_base` is the public base
+    URL Twilio would have requested (the bridge's PUBLIC_URL) when the request goes elsewhere
+    (a tunnel's far end, a port on this machine); the signature covers it, as Twilio's does.
+    `sign_url` is the whole URL to sign instead, when it is known.
     """
     url = base_url.rstrip("/") + WEBHOOK_PATH
+    signed_url = sign_base.rstrip("/") + WEBHOOK_PATH if sign_base else url
     params = webhook_params(
         call_sid=call_sid or new_sid("CA"),
         account_sid=account_sid,
@@ -133,7 +136,7 @@ async def place_call(
     )
     params.update(extra_params or {})
     headers = {"User-Agent": TWILIO_USER_AGENT}
-    signed_url = sign_url or url
+    signed_url = sign_url or signed_url
     if auth_token is not None:
         validator = RequestValidator(auth_token)
         headers["X-Twilio-Signature"] = validator.compute_signature(signed_url, params)
@@ -240,13 +243,18 @@ async def continue_after_stream(
     auth_token: str | None = None,
     client: httpx.AsyncClient | None = None,
     sign_url: str | None = None,
+    post_url: str | None = None,
 ) -> Continuation:
     """What Twilio does once the bridge has closed the call's stream: request the
     `<Connect>` action (POST, the call's parameters, signed like the webhook) and run the
-    TwiML it returns; without an action, run the verbs after `</Connect>`."""
+    TwiML it returns; without an action, run the verbs after `</Connect>`. `post_url` sends
+    the request elsewhere than the action names (the bridge's local port behind a tunnel),
+    still signed for the action's URL."""
     if target.action is None:
         return Continuation("document", target.after_connect)
     url = _absolute(target.action, target.url)
+    if post_url is not None:
+        sign_url, url = sign_url or url, post_url
     params = {**target.form, "CallStatus": "in-progress"}
     return await _request_twiml(url, params, target, auth_token, client, "action", sign_url)
 

@@ -250,6 +250,95 @@ def test_grace_period_outlasts_prestop_plus_drain_once_rendered(name: str) -> No
     _assert_grace_outlasts_drain(_one(_rendered(name), "Deployment"))
 
 
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+CHECKLIST_RULE = (
+    "`MAX_CALL_SECONDS` ≤ `DRAIN_TIMEOUT_SECONDS` < `terminationGracePeriodSeconds` − preStop."
+)
+
+
+def _settings_in_force(objects: tuple[Obj, ...], literals: dict[str, str]) -> dict[str, float]:
+    """MAX_CALL_SECONDS and DRAIN_TIMEOUT_SECONDS as a pod sees them: the container's `env`
+    over the config ConfigMap (`envFrom`), over the settings' defaults."""
+    from bridge.settings import Settings
+
+    env = _env(_container(_one(objects, "Deployment")))
+    values = {}
+    for name in ("MAX_CALL_SECONDS", "DRAIN_TIMEOUT_SECONDS"):
+        if name in env:
+            values[name] = float(env[name]["value"])
+        elif name in literals:
+            values[name] = float(literals[name])
+        else:
+            values[name] = float(Settings.model_fields[name].default)
+    return values
+
+
+def _config_literals(name: str, objects: tuple[Obj, ...]) -> dict[str, str]:
+    if name == "source":
+        generator = next(
+            g
+            for g in _kustomization(BASE)["configMapGenerator"]
+            if g["name"] == "voicebridge-config"
+        )
+        return dict(literal.split("=", 1) for literal in generator.get("literals", []))
+    configs = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("voicebridge-config")
+    ]
+    assert len(configs) == 1
+    return dict(configs[0].get("data", {}))
+
+
+def _persona_limits(name: str, objects: tuple[Obj, ...], tmp_path: Path) -> dict[str, float]:
+    """Each persona's own `limits.max_call_seconds` (which beats MAX_CALL_SECONDS)."""
+    from bridge.persona import load_personas
+
+    folder = BASE / "personas"
+    if name != "source":
+        folder = tmp_path / name
+        folder.mkdir()
+        [personas] = [
+            o
+            for o in objects
+            if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("voicebridge-personas")
+        ]
+        for file, text in personas["data"].items():
+            (folder / file).write_text(text, encoding="utf-8")
+    return {
+        p.name: p.limits.max_call_seconds
+        for p in load_personas(str(folder))
+        if p.limits.max_call_seconds is not None
+    }
+
+
+@pytest.mark.parametrize("name", ["source", *sorted(KUSTOMIZATIONS)])
+def test_the_manifests_keep_the_deploy_checklists_drain_rule(name: str, tmp_path: Path) -> None:
+    """No call outlasts a drain, and no drain outlasts the grace period: a rollout then cuts
+    no call (docs/deploy.md, "Checklist")."""
+    assert CHECKLIST_RULE in DEPLOY_DOC.read_text(encoding="utf-8")
+    objects = _base_objects() if name == "source" else _rendered(name)
+    deployment = _one(objects, "Deployment")
+    values = _settings_in_force(objects, _config_literals(name, objects))
+    longest, drain = values["MAX_CALL_SECONDS"], values["DRAIN_TIMEOUT_SECONDS"]
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    pre_stop = _prestop_sleep_seconds(_container(deployment))
+    assert longest <= drain, f"MAX_CALL_SECONDS {longest} > DRAIN_TIMEOUT_SECONDS {drain}"
+    assert drain < grace - pre_stop, f"drain {drain} s >= grace {grace} s - preStop {pre_stop} s"
+    for persona, seconds in _persona_limits(name, objects, tmp_path).items():
+        assert seconds <= drain, f"persona {persona}: limits.max_call_seconds {seconds} > drain"
+
+
+def test_the_deploy_doc_quotes_the_base_manifests_numbers() -> None:
+    deployment = _one(_base_objects(), "Deployment")
+    env = _env(_container(deployment))
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    drain = env["DRAIN_TIMEOUT_SECONDS"]["value"]
+    assert f"`DRAIN_TIMEOUT_SECONDS` ({drain} in the base" in text
+    assert f"`terminationGracePeriodSeconds` ({grace})" in text
+
+
 def test_pod_runs_as_non_root_on_a_read_only_root_filesystem() -> None:
     deployment = _one(_base_objects(), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -601,3 +690,23 @@ def test_deploy_doc_covers_twilio_tls_timeouts_affinity_drain_and_capacity() -> 
         "Dockerfile.dockerignore",
     ):
         assert needle in text, needle
+
+
+# --- packaging -------------------------------------------------------------------------------
+
+
+def test_the_license_is_an_spdx_expression_for_a_setuptools_that_reads_it() -> None:
+    """A `license = { text = … }` table makes setuptools 77+ warn (deprecated) at every build;
+    the SPDX string needs setuptools 77 in the build environment, so the build pins it."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["license"] == "MIT"
+    assert not any(c.startswith("License ::") for c in project["project"].get("classifiers", []))
+    [setuptools] = [
+        Requirement(r) for r in project["build-system"]["requires"] if r.startswith("setuptools")
+    ]
+    assert not setuptools.specifier.contains("76.9"), setuptools
+    assert setuptools.specifier.contains("77.0")

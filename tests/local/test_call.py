@@ -114,3 +114,87 @@ async def test_the_caller_barges_in_on_the_greeting(logs: LogCapture) -> None:
     roles = [x["role"] for x in logs.events("transcript")]
     assert roles[:2] == ["agent", "caller"]
     assert [t["name"] for t in logs.events("tool_call")] == ["end_call"]
+
+
+async def test_each_caller_line_follows_the_agents_last_audio_within_a_second(
+    logs: LogCapture,
+) -> None:
+    """No dead air: the simulator answers once the agent has been quiet for its pause and
+    transcribes what it heard beside the call, not in between."""
+    async with running_bridge(make_settings()) as bridge:  # make run's provider: local
+        report = await run_call(
+            bridge.base_url, says=["hello", "what can you do"], out=lambda _line: None
+        )
+        await logs.wait_for("call_ended", 1, timeout=10)
+
+    assert report.turns == 2 and len(report.caller_speech_at) == 2
+    assert len(report.agent_lines) == 3  # the greeting and both answers, transcribed
+    for speech_at in report.caller_speech_at:
+        agent_end = max(end for _start, end in report.agent_spans if end <= speech_at)
+        assert 0.0 < speech_at - agent_end < 1.0, (speech_at, report.agent_spans)
+    # The call is the agent's audio and the caller's lines with short pauses between them.
+    spoken = sum(end - start for start, end in report.agent_spans)
+    lines = sum(len(tts_ulaw(text)) / 8000 for text in report.caller_lines)
+    replies = sum(report.reply_latencies_s)
+    assert report.duration_s < spoken + lines + replies + 3 * 1.0
+
+
+async def test_the_keypad_with_the_default_persona_answers_every_key(logs: LogCapture) -> None:
+    """`--dtmf 12#` as the banner suggests: the default persona has no menu, so each key
+    reaches the model; keys pressed together get one answer naming them all."""
+    async with running_bridge(make_settings()) as bridge:  # the built-in default persona
+        report = await run_call(bridge.base_url, dtmf="12#", out=lambda _line: None)
+        await logs.wait_for("call_ended", 1, timeout=10)
+
+    assert [d["digit"] for d in logs.events("dtmf")] == ["1", "2", "#"]
+    agent = [t["text"] for t in logs.events("transcript") if t["role"] == "agent"][1:]
+    assert "".join(agent).count("You pressed") == len(agent) >= 1
+    named = " ".join(agent)
+    assert all(key in named for key in ("1", "2", "pound")) and ".." not in named
+    assert agent[-1].endswith("on the keypad. How can I help?")
+    [latency] = report.reply_latencies_s
+    assert 0.0 < latency < 5.0
+
+
+async def test_a_failed_transfer_is_apologised_for(logs: LogCapture) -> None:
+    """Twilio refuses the redirect: the caller stays with the local engine, which apologises
+    instead of greeting again."""
+    from bridge.sim.cli import _stream_url_on
+    from tests.fakes.twilio_rest import FakeTwilioRest
+    from tests.tools.helpers import ACCOUNT_SID, AUTH_TOKEN
+
+    with FakeTwilioRest(ACCOUNT_SID, AUTH_TOKEN, fail_status=500) as rest:
+        settings = make_settings(
+            TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            TWILIO_API_BASE_URL=rest.url,
+            PUBLIC_URL="https://voice.example.com",
+        )
+        async with running_bridge(settings, SEARCH_PERSONA) as bridge:
+            target = await place_call(
+                bridge.base_url, auth_token=AUTH_TOKEN, sign_base="https://voice.example.com"
+            )
+            connect = _stream_url_on(bridge.base_url, target.url)
+            async with TwilioMediaStream(
+                target, auth_token=AUTH_TOKEN, connect_url=connect
+            ) as stream:
+                await logs.wait_for("transcript", 1, timeout=10)  # the greeting
+                stream.say(tts_ulaw("operator"))
+                [control] = await logs.wait_for("call_control", 1, timeout=25)
+                await wait_until(
+                    lambda: (
+                        len([t for t in logs.events("transcript") if t["role"] == "agent"]) >= 3
+                    ),
+                    15,
+                    "the apology",
+                )
+        await logs.wait_for("call_ended", 1, timeout=10)
+
+    assert [t["name"] for t in logs.events("tool_call")] == ["transfer_call"]
+    assert (control["action"], control["ok"], control["http_status"]) == ("transfer", False, 500)
+    agent = [t["text"] for t in logs.events("transcript") if t["role"] == "agent"]
+    assert agent[2] == (
+        "Sorry, the transfer to operator didn't go through. "
+        "Is there anything else I can help you with?"
+    )
+    assert not any(text.startswith("Hello!") for text in agent)
