@@ -20,6 +20,7 @@ from bridge import metrics
 from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
 from bridge.call import Call, CallRules
+from bridge.call_report import CallReport
 from bridge.caller_text import clean_number
 from bridge.calls import CallRegistry
 from bridge.errors import describe
@@ -187,6 +188,16 @@ async def _run_call(
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
         return keypad.decide(persona, digit, env)
 
+    started_at = time.monotonic()
+    report = CallReport.for_call(
+        services,
+        persona,
+        call_sid=start.call_sid,
+        caller=caller,
+        called=called,
+        at=at,
+        started_at=started_at,
+    )
     call = Call(
         stream_sid=start.stream_sid,
         call_sid=start.call_sid,
@@ -200,9 +211,10 @@ async def _run_call(
         ),
         greeting=persona.greeting_for(at, caller),
         opening=resume.opening() if resume is not None else None,
-        started_at=time.monotonic(),
+        started_at=started_at,
         rules=call_rules(persona, services, caller),
         keypad=on_key,
+        recorder=report.recorder,
     )
     started = {
         "from": caller,
@@ -217,6 +229,7 @@ async def _run_call(
     if services.watchers is not None:
         line = {"event": "call_started", **started, "call_sid": start.call_sid}
         services.watchers.publish(start.call_sid, line)
+    report.started()
     target = services.upstream.target()
     try:
         upstream = await connect(target)
@@ -224,6 +237,7 @@ async def _run_call(
         log.error("upstream_connect_failed", url=target.safe_url, error=describe(exc))
         finish(call, LogOnly(services), "upstream_failed")
         services.outcomes.record(call.call_sid, call.after_stream)
+        await report.ended(call)
         # Closing the stream lets Twilio continue with the TwiML after </Connect>:
         # the fallback apology, so the caller is never left in silence.
         await ws.close(CLOSE_UPSTREAM_FAILED, "upstream unavailable")
@@ -235,6 +249,7 @@ async def _run_call(
         services=services,
         tools=ToolRunner(tools, env),
         webhook_at=_float_or_none(params.get("webhook_at")) or stream_opened_at,
+        report=report,
         called=called,
     )
     calls.runtimes.add(runtime)

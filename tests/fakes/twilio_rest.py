@@ -1,4 +1,6 @@
-"""A fake Twilio REST API on loopback: the call-update endpoint the bridge's call control uses.
+"""A fake Twilio REST API on loopback: the call-update endpoint the bridge's call control uses,
+and the one that starts a recording on a live call (``POST …/Calls/{CallSid}/Recordings.json``,
+answered 201 with the recording resource, as Twilio does; see ``recordings()``).
 
 The real twilio `Client` talks to it over HTTP (point `TWILIO_API_BASE_URL` at ``fake.url``).
 It serves ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` as Twilio does:
@@ -31,7 +33,8 @@ from urllib.parse import parse_qs
 from tests.fakes._http import ThreadedHttpFake, read_body, send_json
 
 _CALL_PATH = re.compile(
-    r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls/(?P<call>CA[0-9A-Za-z]+)\.json$"
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls/(?P<call>CA[0-9A-Za-z]+)"
+    r"(?P<recordings>/Recordings)?\.json$"
 )
 
 
@@ -48,6 +51,8 @@ class RestRequest:
     headers: dict[str, str]
     status: int = 0
     """The HTTP status the fake answered."""
+    resource: str = "call"
+    """``call`` (an update of the call) or ``recordings`` (a recording started on it)."""
 
 
 @dataclass
@@ -74,8 +79,14 @@ class FakeTwilioRest(ThreadedHttpFake):
         return [
             r
             for r in list(self.requests)
-            if r.call_sid is not None and (call_sid is None or r.call_sid == call_sid)
+            if r.call_sid is not None
+            and r.resource == "call"
+            and (call_sid is None or r.call_sid == call_sid)
         ]
+
+    def recordings(self) -> list[RestRequest]:
+        """Recordings started (``POST …/Calls/{CallSid}/Recordings.json``)."""
+        return [r for r in list(self.requests) if r.resource == "recordings"]
 
     async def wait_for_request(self, n: int = 1, timeout: float = 5.0) -> RestRequest:
         """The ``n``-th request (1-based), waiting for it without blocking the event loop."""
@@ -105,6 +116,7 @@ class FakeTwilioRest(ThreadedHttpFake):
             form,
             {k: v for k, v in handler.headers.items()},
             status,
+            "recordings" if match and match["recordings"] else "call",
         )
         self.requests.append(request)
         if match and handler.command == "POST" and self.on_update is not None:
@@ -131,6 +143,19 @@ class FakeTwilioRest(ThreadedHttpFake):
             return self.fail_status, _error(20500, "Internal Server Error", self.fail_status)
         if call in self.ended:
             return 404, _error(20404, f"The requested resource {path} was not found", 404)
+        if match_recordings(path):
+            # Start a recording on the live call: Twilio answers 201 with the resource.
+            return 201, {
+                "sid": "RE" + call[2:],
+                "account_sid": account,
+                "call_sid": call,
+                "api_version": "2010-04-01",
+                "status": "in-progress",
+                "channels": 2 if form.get("RecordingChannels") == "dual" else 1,
+                "source": "StartCallRecordingAPI",  # Twilio's name for a recording started so
+                "track": form.get("RecordingTrack", "both"),
+                "uri": path,
+            }
         if "Twiml" not in form and "Status" not in form and "Url" not in form:
             return 400, _error(21201, "No 'Twiml', 'Url' or 'Status' parameter", 400)
         status = "in-progress"
@@ -156,6 +181,11 @@ class FakeTwilioRest(ThreadedHttpFake):
         except ValueError:
             return False
         return user == self.account_sid and password == self.auth_token
+
+
+def match_recordings(path: str) -> bool:
+    match = _CALL_PATH.match(path.split("?", 1)[0])
+    return bool(match and match["recordings"])
 
 
 def _error(code: int, message: str, status: int) -> dict[str, Any]:
