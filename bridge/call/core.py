@@ -499,11 +499,15 @@ class Call:
         media_head, mark_head, tail = self._media_head, self._mark_head, tw.MESSAGE_TAIL
         frame_sent = self.playback.frame_sent
         recorder = self._recorder
-        for frame in frames:
-            out.append(media_head + frame + tail)
-            mark = frame_sent(item, now)
-            out.append(mark_head + mark + tail)
-            if recorder is not None:
+        if recorder is None:  # the common case: one test per delta, not per frame
+            for frame in frames:
+                out.append(media_head + frame + tail)
+                out.append(mark_head + frame_sent(item, now) + tail)
+        else:
+            for frame in frames:
+                out.append(media_head + frame + tail)
+                mark = frame_sent(item, now)
+                out.append(mark_head + mark + tail)
                 recorder.agent_sent(mark, frame)
         self.stats.frames_out += len(frames)
         if frames and self._speech_stopped_at is not None:
