@@ -23,6 +23,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from bridge import metrics
 from bridge.after_stream import Transfer, TransferNotAnswered
+from bridge.call_events import CLOSE_TIMEOUT_S, unavailable_integrations
+from bridge.call_report import RECORDING_STATUS_PATH, report_twilio_recording
 from bridge.caller_text import clean_number, clean_sid, clean_text
 from bridge.calls import CallRegistry
 from bridge.edge import read_form
@@ -77,6 +79,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
     calls = CallRegistry(settings.MAX_CONCURRENT_CALLS)
     for entry in unavailable_tools(book, settings):
         log.warning("tool_unavailable", **asdict(entry))
+    for problem in unavailable_integrations(book, settings):
+        log.warning("integration_unavailable", **asdict(problem))
 
     def on_stream(ws: TwilioSocket) -> None:
         calls.serve(handle_media_stream(ws, services, calls))
@@ -100,6 +104,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             gc.collect()
             gc.freeze()
             lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
+            if services.call_events is not None:
+                await services.call_events.start()
             try:
                 yield
             finally:
@@ -109,6 +115,11 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 await calls.close_all()
                 if services.tools is not None:
                     await services.tools.aclose()
+                # The calls' last events and recordings: bounded, after the calls' drain.
+                if services.recordings is not None:
+                    await services.recordings.aclose()
+                if services.call_events is not None:
+                    await services.call_events.aclose(time.monotonic() + CLOSE_TIMEOUT_S)
 
     app = FastAPI(
         title="voicebridge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
@@ -235,6 +246,15 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             status=status,
             error=clean_text(form.get("StreamError"), 512) or None,
         )
+        return Response(status_code=204)
+
+    @app.post(RECORDING_STATUS_PATH)
+    async def recording_status(request: Request) -> Response:
+        form = await _form(request)
+        if not signed(request, form):
+            log.warning("recording_status_rejected", reason="bad or missing signature")
+            return PlainTextResponse("invalid signature", status_code=403)
+        report_twilio_recording(services, form, request.query_params.get("persona", ""))
         return Response(status_code=204)
 
     # Outbound calls: `POST /calls` and Twilio's callbacks about them (bridge/outbound_routes.py).

@@ -199,6 +199,21 @@ for _reason in HTTP_REFUSAL_REASONS:
     HTTP_REFUSED.labels(reason=_reason)
 
 
+CALL_EVENT_OUTCOMES = ("delivered", "failed", "dropped")
+"""Values of the ``outcome`` label of :data:`CALL_EVENTS` (``bridge.call_events``)."""
+
+CALL_EVENTS = Counter(
+    "voicebridge_call_events",
+    "Call events (call.started, call.ended, call.recording) by outcome, one per event and "
+    "receiver: delivered (a 2xx), failed (attempts used up or refused with a 4xx), dropped "
+    "(the queue was full or the process ended first).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in CALL_EVENT_OUTCOMES:
+    CALL_EVENTS.labels(outcome=_outcome)
+
+
 def render() -> tuple[bytes, str]:
     """The body and Content-Type of a ``GET /metrics`` answer (Prometheus text format)."""
     return generate_latest(REGISTRY), CONTENT_TYPE

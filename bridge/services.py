@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.after_stream import CallFacts, StreamOutcomes, TransferNotAnswered
+from bridge.call_events import CallEvents
 from bridge.logs import get_logger
 from bridge.outbound import OutboundCall
 from bridge.persona import Persona, PersonaBook
 from bridge.realtime.entra import EntraTokens
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
+from bridge.recording import RecordingWriter
 from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
 from bridge.tools.call_control import TwilioCallControl
@@ -73,6 +75,10 @@ class Services:
     answered_by: CallFacts[str] = field(default_factory=CallFacts)
     """Detection results (`/amd-status`) that came before their call's stream started."""
     watchers: CallWatchers | None = None
+    call_events: CallEvents | None = None
+    """The sender of call events to the business (`start`/`aclose` at the app's lifespan)."""
+    recordings: RecordingWriter | None = None
+    """The thread that writes call recordings (`aclose` at the app's end)."""
     tools: ToolCatalogue | None = None
     """Each call's tools (`tools_for`); its MCP listings live from the app's start-up to its
     end (`start`, `aclose` in the lifespan). None: built-in and HTTP tools only."""
@@ -96,6 +102,8 @@ class Services:
             outcomes=StreamOutcomes(),
             resumes=CallFacts(),
             watchers=watchers,
+            call_events=CallEvents.from_settings(settings),
+            recordings=RecordingWriter(),
             tools=ToolCatalogue(settings, personas),
         )
 

@@ -38,6 +38,17 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def business_url_problem(url: str) -> str | None:
+    """Why `url` cannot receive the bridge's requests to the business, or None: an absolute
+    https URL (plain http only for loopback hosts, e.g. the example receiver)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "expected an absolute https URL such as https://crm.example.com/voicebridge"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "must be https; plain http is allowed for loopback hosts only"
+    return None
+
+
 def _is_ip_or_localhost(host: str) -> bool:
     if host == "localhost":
         return True
@@ -98,6 +109,10 @@ class Settings(BaseSettings):
 
     # Signs every request sent to the business's systems (HTTP tools, call events).
     WEBHOOK_SIGNING_SECRET: SecretStr | None = None
+    # Where every call's events go (`call.started`, `call.ended`, `call.recording`), signed.
+    CALL_WEBHOOK_URL: str | None = None
+    # Every call kept as a stereo WAV in this folder (a persona's `recording` overrides).
+    RECORDINGS_DIR: str | None = None
 
     # /metrics on its own address, off the public port (bridge/metrics_port.py). Unset: served
     # on the public port. METRICS_HOST defaults to the public port's bind address.
@@ -120,6 +135,8 @@ class Settings(BaseSettings):
         "REALTIME_PROVIDER",
         "SOFTPHONE_ENABLED",
         "WEBHOOK_SIGNING_SECRET",
+        "CALL_WEBHOOK_URL",
+        "RECORDINGS_DIR",
         "METRICS_PORT",
         "METRICS_HOST",
         mode="before",
@@ -177,6 +194,16 @@ class Settings(BaseSettings):
             if scheme not in ("wss", "ws"):
                 raise ValueError(
                     f"REALTIME_URL={self.REALTIME_URL!r}: must be a ws:// or wss:// URL"
+                )
+        if self.CALL_WEBHOOK_URL is not None:
+            problem = business_url_problem(self.CALL_WEBHOOK_URL)
+            if problem:
+                raise ValueError(f"CALL_WEBHOOK_URL={self.CALL_WEBHOOK_URL!r}: {problem}")
+            if self.WEBHOOK_SIGNING_SECRET is None:
+                raise ValueError(
+                    "CALL_WEBHOOK_URL is set but WEBHOOK_SIGNING_SECRET is not: call events "
+                    "are always signed, so set WEBHOOK_SIGNING_SECRET to a secret the "
+                    "receiver shares"
                 )
         if self.METRICS_HOST is not None:
             if self.METRICS_PORT is None:

@@ -41,6 +41,7 @@ from bridge.call import (
     RunTool,
     TranscriptLine,
 )
+from bridge.call_report import CallReport
 from bridge.errors import describe
 from bridge.logs import get_logger
 from bridge.realtime.dialect import UpstreamProtocolError
@@ -94,9 +95,11 @@ class CallRuntime:
         services: Services,
         tools: ToolRunner,
         webhook_at: float | None,
+        report: CallReport | None = None,
         called: str = "",
     ) -> None:
         self.call = call
+        self.report = report  # the call's events and record for the business
         self.twilio = twilio
         self.upstream = upstream
         self.services = services
@@ -196,9 +199,13 @@ class CallRuntime:
                     metrics.UPSTREAM_ERRORS.labels(code="connection_lost").inc()
                 if effect.event in WATCHED_EVENTS:
                     self._publish({"event": effect.event, **effect.fields})
+                if effect.event == "tool_call" and self.report is not None:
+                    self.report.tool_call(effect.fields)
             elif isinstance(effect, TranscriptLine):
                 log.info("transcript", **effect.fields)
                 self._publish({"event": "transcript", **effect.fields})
+                if self.report is not None:
+                    self.report.transcript_line(effect.fields)
             elif isinstance(effect, Measure):
                 if effect.name == "turn_latency":
                     metrics.TURN_LATENCY.observe(effect.value)
@@ -311,6 +318,8 @@ class CallRuntime:
             raise
         self.call.tool_finished(function_call, args, result, _ms_since(started), time.monotonic())
         self.drain()
+        if self.report is not None:  # its `tool_call` line was just applied
+            self.report.tool_result(function_call.name, result.output)
 
     async def _carry_out(self, handoff: Handoff) -> None:
         control = self.services.control
@@ -407,6 +416,8 @@ class CallRuntime:
                 await self.twilio.close(close_code)
         self.sync_metrics()
         finish(call, self)
+        if self.report is not None:
+            await self.report.ended(call)
         self.ended.set()
 
     def sync_metrics(self) -> None:

@@ -21,6 +21,7 @@ from bridge import twilio_stream as tw
 from bridge.audio import make_pipeline
 from bridge.call import Call, CallRules
 from bridge.call.detection import DETECTION_WAIT_S, Detection
+from bridge.call_report import CallReport
 from bridge.caller_text import clean_number
 from bridge.calls import CallRegistry
 from bridge.errors import describe
@@ -190,6 +191,16 @@ async def _run_call(
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
         return keypad.decide(persona, digit, env)
 
+    started_at = time.monotonic()
+    report = CallReport.for_call(
+        services,
+        persona,
+        call_sid=start.call_sid,
+        caller=caller,
+        called=called,
+        at=at,
+        started_at=started_at,
+    )
     session = session_for(
         persona.session_config(
             audio_mode,
@@ -215,10 +226,11 @@ async def _run_call(
         session=session,
         greeting=greeting,
         opening=resume.opening() if resume is not None else None,
-        started_at=time.monotonic(),
+        started_at=started_at,
         rules=call_rules(persona, services, caller),
         keypad=on_key,
         detection=detection,
+        recorder=report.recorder,
     )
     early = services.answered_by.take(start.call_sid) if dialled is not None else None
     if early is not None:  # `/amd-status` came before the stream started
@@ -236,6 +248,7 @@ async def _run_call(
     if services.watchers is not None:
         line = {"event": "call_started", **started, "call_sid": start.call_sid}
         services.watchers.publish(start.call_sid, line)
+    report.started()
     target = services.upstream.target()
     try:
         upstream = await connect(target)
@@ -243,6 +256,7 @@ async def _run_call(
         log.error("upstream_connect_failed", url=target.safe_url, error=describe(exc))
         finish(call, LogOnly(services), "upstream_failed")
         services.outcomes.record(call.call_sid, call.after_stream)
+        await report.ended(call)
         # Closing the stream lets Twilio continue with the TwiML after </Connect>:
         # the fallback apology, so the caller is never left in silence.
         await ws.close(CLOSE_UPSTREAM_FAILED, "upstream unavailable")
@@ -254,6 +268,7 @@ async def _run_call(
         services=services,
         tools=ToolRunner(tools, env),
         webhook_at=_float_or_none(params.get("webhook_at")) or stream_opened_at,
+        report=report,
         called=called,
     )
     calls.runtimes.add(runtime)

@@ -47,6 +47,8 @@ class Media:
     stream_sid: str
     payload: str
     track: str = "inbound"
+    # Twilio's `timestamp` (ms from the stream's start), as sent: only a recording reads it.
+    timestamp: object = field(default=None, compare=False)
 
 
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs a microsecond per frame
@@ -129,7 +131,9 @@ def parse(raw: str | bytes) -> TwilioEvent:
             raise _refused(msg, "media", "payload")
         track = media.get("track", "inbound")
         # No SID regex on the hot path: the call compares it with the one `start` validated.
-        return Media(sid, payload, track if type(track) is str else str(track))
+        return Media(
+            sid, payload, track if type(track) is str else str(track), media.get("timestamp")
+        )
     if event == "mark":  # an echo for every frame played: as media
         try:
             name = msg["mark"]["name"]

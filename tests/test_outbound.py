@@ -202,7 +202,7 @@ async def test_a_call_is_placed_with_detection_and_signed_callbacks(logs: LogCap
                 "completed",
             ]
             # The context stays in the process, never in a URL Twilio holds.
-            assert "42" not in create.form["Url"]
+            assert "order" not in create.form["Url"]  # (the Url is pinned above, too)
             assert bridge.app.state.outbound.placed.take(call_sid).context == {"order": 42}
             assert bridge.app.state.outbound.limits.live == 1
     (placed,) = logs.events("outbound_call_placed")

@@ -68,6 +68,7 @@ from bridge.transcript import Transcript
 
 if TYPE_CHECKING:
     from bridge.audio.pipeline import AudioPipeline
+    from bridge.call.recorder import CallRecorder
     from bridge.tools.call_control import ControlOutcome
 
 # Caller audio that arrives while the upstream session is not up is kept, up to this much,
@@ -137,6 +138,7 @@ class Call:
         started_at: float,
         rules: CallRules = CallRules(),  # noqa: B008 (frozen)
         keypad: Keypad | None = None,
+        recorder: CallRecorder | None = None,
         opening: str | None = None,
         detection: Detection | None = None,
     ) -> None:
@@ -161,6 +163,7 @@ class Call:
         if detection is not None:
             quiet = replace(session.turn_detection, create_response=False)
             self.session = replace(session, turn_detection=quiet)
+        self._recorder = recorder  # the call's audio facts, for a recording (None: none)
 
         self._out = Outbox()
         self.stats = CallStats()
@@ -308,7 +311,7 @@ class Call:
 
     def on_twilio(self, event: tw.TwilioEvent, now: float) -> None:
         if isinstance(event, tw.Media):
-            self._on_media(event)
+            self._on_media(event, now)
         elif isinstance(event, tw.Mark):
             if event.stream_sid != self.stream_sid:
                 raise tw.StreamProtocolError("mark for another streamSid")
@@ -334,12 +337,14 @@ class Call:
             self.end("protocol_error")
         self.end("caller_hangup")
 
-    def _on_media(self, media: tw.Media) -> None:
+    def _on_media(self, media: tw.Media, now: float) -> None:
         if media.stream_sid != self.stream_sid:
             raise tw.StreamProtocolError("media for another streamSid")
         if media.track not in ("inbound", "inbound_track"):
             return
         self.stats.frames_in += 1
+        if self._recorder is not None:
+            self._recorder.caller(media.payload, now, media.timestamp)
         message = self.dialect.append_audio(self.audio.inbound(media.payload))
         if self._upstream_up:
             self._out.audio.append(message)
@@ -354,6 +359,8 @@ class Call:
         item = self.playback.mark_echoed(name, now)
         if item is not None:
             self.last_activity = now
+            if self._recorder is not None:
+                self._recorder.agent_played(name, now)
         if item is not None and item.audio_done and self.playback.item_finished(item):
             self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
             self._on_quiet(now)
@@ -536,9 +543,17 @@ class Call:
         out = self._out.twilio
         media_head, mark_head, tail = self._media_head, self._mark_head, tw.MESSAGE_TAIL
         frame_sent = self.playback.frame_sent
-        for frame in frames:
-            out.append(media_head + frame + tail)
-            out.append(mark_head + frame_sent(item, now) + tail)
+        recorder = self._recorder
+        if recorder is None:  # the common case: one test per delta, not per frame
+            for frame in frames:
+                out.append(media_head + frame + tail)
+                out.append(mark_head + frame_sent(item, now) + tail)
+        else:
+            for frame in frames:
+                out.append(media_head + frame + tail)
+                mark = frame_sent(item, now)
+                out.append(mark_head + mark + tail)
+                recorder.agent_sent(mark, frame)
         self.stats.frames_out += len(frames)
         if frames and self._speech_stopped_at is not None:
             self._out.effects.append(Measure("turn_latency", now - self._speech_stopped_at))
@@ -557,6 +572,8 @@ class Call:
             heard = self.playback.heard_ms(affected[0], now)
             self.playback.clear()
             self.audio.reset_outbound()
+            if self._recorder is not None:
+                self._recorder.agent_cleared()
         active = self._active_response
         if active is not None and active not in self._interrupted:
             # Audio of the active response not yet framed or sent: the caller heard none of it.

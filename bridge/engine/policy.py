@@ -109,7 +109,10 @@ MAX_SPOKEN_CHARS: Final = 220
 _QUOTED = re.compile(r"\"([^\"]{2,})\"")
 _KEYPAD = re.compile(r"^the caller pressed (.+?) on the keypad\.?$", re.IGNORECASE)
 """How the bridge tells a model about a key press (`bridge.tools.dtmf.to_model_text`)."""
-_FAILED_TRANSFER = re.compile(r"transfer to (.+?) did not go through", re.IGNORECASE)
+_FAILED_TRANSFER = re.compile(
+    r"transfer (?:to|the caller to) (.+?)(?: did not go through|, but the transfer was not)",
+    re.IGNORECASE,
+)
 _APOLOGY = re.compile(r"\bapologi[sz]e\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z][a-z']*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")

@@ -46,6 +46,7 @@ from bridge.persona.sections import (
 )
 from bridge.persona.templates import Template, render_template
 from bridge.realtime.events import FunctionTool, SessionConfig
+from bridge.settings import business_url_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,17 @@ def _number_list(value: object) -> object:
     return [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
 
 
+def _recording(value: object) -> object:
+    if value is None or isinstance(value, bool) or value == "twilio":
+        return value
+    raise field_error(
+        f"{value!r} is not a recording choice: true (a WAV file on this server), false, "
+        "or twilio (Twilio's dual-channel recording)"
+    )
+
+
 PersonaName = Annotated[str, AfterValidator(_persona_name)]
+Recording = Annotated[bool | Literal["twilio"] | None, BeforeValidator(_recording)]
 Numbers = Annotated[tuple[Phone, ...], BeforeValidator(_number_list)]
 
 
@@ -193,6 +204,10 @@ class Persona(Section):
     hours: Hours | None = None
     limits: Limits = Field(default_factory=Limits)
     fallback: Fallback = Field(default_factory=Fallback)
+    # Integrations: where this persona's call events go (besides CALL_WEBHOOK_URL), and
+    # whether its calls are recorded (unset: as RECORDINGS_DIR says; `twilio`: by Twilio).
+    webhook_url: str | None = None
+    recording: Recording = None
     outbound: Outbound | None = None
     """Calls this persona places (`POST /calls`); unset, they open with `greeting`."""
     mcp_servers: Annotated[dict[str, McpServer], AfterValidator(server_names)] = Field(
@@ -212,6 +227,15 @@ class Persona(Section):
     def _iso_639_1(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[a-z]{2}", value):
             raise field_error(f"{value!r} is not an ISO-639-1 language code like 'en' or 'de'")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _business_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = business_url_problem(value)
+            if problem:
+                raise field_error(f"{value!r}: {problem}")
         return value
 
     @field_validator("transfer_targets")

@@ -266,16 +266,26 @@ async def dial_ends(
     *,
     auth_token: str | None = None,
     client: httpx.AsyncClient | None = None,
+    post_base: str | None = None,
 ) -> Continuation:
     """What Twilio does when the `<Dial>` of `after` ends with `status` (`completed`,
     `no-answer`, `busy`, `failed`): request its action (signed, with the call's parameters and
-    `DialCallStatus`) and run the TwiML it returns; without an action the call ends."""
+    `DialCallStatus`) and run the TwiML it returns; without an action the call ends.
+    `post_base` sends the request to that base URL (the bridge's local port behind a tunnel),
+    still signed for the action's own URL."""
     dial = next((v for v in after.verbs if v.name == "Dial"), None)
     if dial is None or not dial.attrs.get("action"):
         return Continuation("document", ())
     url = _absolute(dial.attrs["action"], target.url)
     params = {**target.form, "CallStatus": "in-progress", "DialCallStatus": status}
-    return await _request_twiml(url, params, target, auth_token, client, "dial_action")
+    sign_url = None
+    if post_base is not None:
+        parts = urlsplit(url)
+        sign_url, url = (
+            url,
+            post_base.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else ""),
+        )
+    return await _request_twiml(url, params, target, auth_token, client, "dial_action", sign_url)
 
 
 async def _request_twiml(

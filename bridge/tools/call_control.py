@@ -98,6 +98,38 @@ class TwilioCallControl:
         """Hang up. A call that has already ended (404, code 20404) counts as success."""
         return await asyncio.to_thread(self._update, call_sid, {"status": "completed"}, True)
 
+    async def start_recording(self, call_sid: str, status_callback: str) -> ControlOutcome:
+        """Ask Twilio to record the live call in two channels (caller, and what the caller
+        hears); Twilio posts `status_callback` when the recording is ready."""
+        return await asyncio.to_thread(self._record, call_sid, status_callback)
+
+    def _record(self, call_sid: str, status_callback: str) -> ControlOutcome:
+        """Runs in a worker thread."""
+        started = time.perf_counter()
+
+        def elapsed() -> float:
+            return round((time.perf_counter() - started) * 1000.0, 1)
+
+        try:
+            self._client().calls(call_sid).recordings.create(
+                recording_channels="dual",
+                recording_status_callback=status_callback,
+                recording_status_callback_event=["completed"],
+                recording_status_callback_method="POST",
+            )
+        except TwilioRestException as exc:
+            code = exc.code if isinstance(exc.code, int) else None
+            return ControlOutcome(
+                ok=False,
+                http_status=exc.status,
+                code=code,
+                error=exc.msg or f"HTTP {exc.status}",
+                duration_ms=elapsed(),
+            )
+        except Exception as exc:
+            return ControlOutcome(ok=False, error=describe(exc), duration_ms=elapsed())
+        return ControlOutcome(ok=True, http_status=201, duration_ms=elapsed())
+
     def _client(self) -> Client:
         client = Client(
             self.account_sid,

@@ -1,4 +1,7 @@
-"""A fake Twilio REST API on loopback: the call-update and call-create endpoints the bridge uses.
+"""A fake Twilio REST API on loopback: the call-update and call-create endpoints the bridge
+uses, and the one that starts a recording on a live call
+(``POST …/Calls/{CallSid}/Recordings.json``, answered 201 with the recording resource, as
+Twilio does; see ``recordings()``).
 
 The real twilio `Client` talks to it over HTTP (point `TWILIO_API_BASE_URL` at ``fake.url``).
 It serves ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` as Twilio does:
@@ -39,7 +42,8 @@ from tests.fakes._http import ThreadedHttpFake, read_body, send_json
 _CREATE_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls\.json$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _CALL_PATH = re.compile(
-    r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls/(?P<call>CA[0-9A-Za-z]+)\.json$"
+    r"^/2010-04-01/Accounts/(?P<account>AC[0-9A-Za-z]+)/Calls/(?P<call>CA[0-9A-Za-z]+)"
+    r"(?P<recordings>/Recordings)?\.json$"
 )
 
 
@@ -56,6 +60,8 @@ class RestRequest:
     headers: dict[str, str]
     status: int = 0
     """The HTTP status the fake answered."""
+    resource: str = "call"
+    """``call`` (an update of the call) or ``recordings`` (a recording started on it)."""
     lists: dict[str, list[str]] = field(default_factory=dict)
     """Every form field with all its values (``StatusCallbackEvent`` repeats)."""
     created: str | None = None
@@ -88,13 +94,19 @@ class FakeTwilioRest(ThreadedHttpFake):
         return [
             r
             for r in list(self.requests)
-            if r.call_sid is not None and (call_sid is None or r.call_sid == call_sid)
+            if r.call_sid is not None
+            and r.resource == "call"
+            and (call_sid is None or r.call_sid == call_sid)
         ]
 
     def creates(self) -> list[RestRequest]:
         """``Calls.create`` requests received, in arrival order."""
         found = [r for r in list(self.requests) if r.path.split("?", 1)[0].endswith("/Calls.json")]
         return sorted(found, key=lambda r: r.time)
+
+    def recordings(self) -> list[RestRequest]:
+        """Recordings started (``POST …/Calls/{CallSid}/Recordings.json``)."""
+        return [r for r in list(self.requests) if r.resource == "recordings"]
 
     async def wait_for_request(self, n: int = 1, timeout: float = 5.0) -> RestRequest:
         """The ``n``-th request (1-based), waiting for it without blocking the event loop."""
@@ -133,6 +145,7 @@ class FakeTwilioRest(ThreadedHttpFake):
             form,
             {k: v for k, v in handler.headers.items()},
             status,
+            "recordings" if match and match["recordings"] else "call",
             lists,
             created,
         )
@@ -161,6 +174,19 @@ class FakeTwilioRest(ThreadedHttpFake):
             return self.fail_status, _error(20500, "Internal Server Error", self.fail_status)
         if call in self.ended:
             return 404, _error(20404, f"The requested resource {path} was not found", 404)
+        if match_recordings(path):
+            # Start a recording on the live call: Twilio answers 201 with the resource.
+            return 201, {
+                "sid": "RE" + call[2:],
+                "account_sid": account,
+                "call_sid": call,
+                "api_version": "2010-04-01",
+                "status": "in-progress",
+                "channels": 2 if form.get("RecordingChannels") == "dual" else 1,
+                "source": "StartCallRecordingAPI",  # Twilio's name for a recording started so
+                "track": form.get("RecordingTrack", "both"),
+                "uri": path,
+            }
         if "Twiml" not in form and "Status" not in form and "Url" not in form:
             return 400, _error(21201, "No 'Twiml', 'Url' or 'Status' parameter", 400)
         status = "in-progress"
@@ -217,6 +243,11 @@ class FakeTwilioRest(ThreadedHttpFake):
         except ValueError:
             return False
         return user == self.account_sid and password == self.auth_token
+
+
+def match_recordings(path: str) -> bool:
+    match = _CALL_PATH.match(path.split("?", 1)[0])
+    return bool(match and match["recordings"])
 
 
 def _error(code: int, message: str, status: int) -> dict[str, Any]:

