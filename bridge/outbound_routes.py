@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from twilio.twiml.voice_response import VoiceResponse
 
 from bridge.after_stream import CallFacts
+from bridge.call.record import iso
 from bridge.caller_text import clean_number, clean_sid, clean_text
 from bridge.calls import CallRegistry
 from bridge.dialer import CallPlaced, OutboundUrls, TwilioDialer
@@ -280,6 +282,30 @@ def outbound_router(
         )
         return Response(status_code=204)
 
+    def send_unanswered(call_sid: str, placed: OutboundCall, status: str) -> None:
+        """`call.ended` for a call nobody answered: the same shape as an answered call's,
+        with no transcript, and Twilio's status as its reason (`no_answer`, `busy`, …)."""
+        events = services.call_events
+        persona = book.get(placed.persona)
+        urls = events.urls(persona.webhook_url if persona else None) if events else ()
+        if events is None or not urls:
+            return
+        now = iso(datetime.now(UTC))
+        data = {
+            "from": placed.from_,
+            "to": placed.to,
+            "persona": placed.persona,
+            "started_at": now,
+            "ended_at": now,
+            "reason": status.replace("-", "_"),
+            "duration_s": 0.0,
+            "transcript": [],
+            "tool_calls": [],
+            "recording": None,
+            "direction": "outbound",
+        }
+        events.send("call.ended", call_sid, data, urls)
+
     @router.post(CALL_STATUS_PATH)
     async def call_status(request: Request) -> Response:
         """Twilio's status callback of a call placed here: its end frees its place."""
@@ -293,7 +319,9 @@ def outbound_router(
         status = clean_text(form.get("CallStatus"), 32)
         if status in ENDED_UNANSWERED or status == "completed":
             counted = desk.limits.ended(call_sid)
-            desk.placed.take(call_sid)
+            unanswered = desk.placed.take(call_sid)  # still here: its stream never started
+            if unanswered is not None and status in ENDED_UNANSWERED:
+                send_unanswered(call_sid, unanswered, status)
             (log.info if status == "completed" else log.warning)(
                 "outbound_call_ended",
                 call_sid=call_sid,

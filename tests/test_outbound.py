@@ -400,3 +400,33 @@ async def test_a_draining_bridge_places_no_call() -> None:
             answer = await post_calls(bridge, {"to": CALLEE, "persona": "sales"})
             assert answer.status_code == 503 and "draining" in answer.json()["error"]
         assert rest.creates() == []
+
+
+async def test_a_call_nobody_answered_is_a_call_ended_event() -> None:
+    from tests.fakes.events import FakeEventReceiver
+
+    with FakeTwilioRest(ACCOUNT_SID, AUTH_TOKEN) as rest, FakeEventReceiver() as receiver:
+        async with outbound_bridge(
+            rest,
+            WEBHOOK_SIGNING_SECRET="whsec-test-0123456789",
+            CALL_WEBHOOK_URL=receiver.url + "/events",
+        ) as bridge:
+            first = await post_calls(bridge, {"to": CALLEE, "persona": "sales"})
+            call_sid = first.json()["call_sid"]
+            form = {"CallSid": call_sid, "CallStatus": "no-answer", "CallDuration": "0"}
+            async with httpx.AsyncClient(base_url=bridge.base_url, timeout=15) as client:
+                got = await client.post(
+                    "/call-status", data=form, headers=sign(bridge, "/call-status", form)
+                )
+                assert got.status_code == 204
+                # Reported twice (Twilio retries): one event only, the call is no longer held.
+                await client.post(
+                    "/call-status", data=form, headers=sign(bridge, "/call-status", form)
+                )
+            (event,) = await receiver.wait_for("call.ended", 1, timeout=10)
+    assert event["call_sid"] == call_sid
+    data = event["data"]
+    assert (data["reason"], data["direction"], data["duration_s"]) == ("no_answer", "outbound", 0.0)
+    assert (data["from"], data["to"], data["persona"]) == (SALES_NUMBER, CALLEE, "sales")
+    assert data["transcript"] == [] and data["recording"] is None
+    assert len(receiver.of_type("call.ended")) == 1
