@@ -223,7 +223,9 @@ def _default_matches(default: Any, cell: str, ticks: list[str]) -> bool:
             return float(ticks[0]) == float(default)
         except ValueError:
             return False
-    return ticks[0] == str(default)
+    # Settings read case-insensitively (LOG_LEVEL, REALTIME_PROVIDER) are documented in
+    # lower case, as a user types them.
+    return ticks[0].lower() == str(default).lower()
 
 
 def test_every_setting_is_documented_with_its_default_and_allowed_values() -> None:
@@ -242,7 +244,9 @@ def test_every_setting_is_documented_with_its_default_and_allowed_values() -> No
                 f"{REF}:{row.line} says {row.cells[1]!r} (write `value`, or 'unset' for None)"
             )
         allowed = _literal_values(info.annotation)
-        if allowed is not None and set(row.ticks(2)) != allowed:
+        if allowed is not None and {t.lower() for t in row.ticks(2)} != {
+            a.lower() for a in allowed
+        }:
             problems.append(
                 f"{name} takes {sorted(allowed)} in bridge/settings.py; "
                 f"{REF}:{row.line} lists {sorted(row.ticks(2))}"
@@ -351,8 +355,9 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     documented: dict[str, Row] = {}
     for row in rows("method"):
         paths = row.ticks(1)
-        assert row.ticks(0) and paths, f"{REF}:{row.line}: expected `METHOD` | `path` | …"
-        for method in row.ticks(0):
+        methods = [m.strip() for m in row.cells[0].split(",") if m.strip()]
+        assert methods and paths, f"{REF}:{row.line}: expected METHOD | `path` | …"
+        for method in methods:
             documented[f"{method} {paths[0]}"] = row
     _fail_on(compare("route", in_code, documented))
 
