@@ -101,6 +101,7 @@ class Caller:
                 services=cast(Any, None),
                 tools=cast(Any, None),
                 webhook_at=None,
+                called="+15550002222",
             )
             call.upstream_opened(0.0)
             runtime.drain()

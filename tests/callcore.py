@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import orjson
@@ -46,11 +47,15 @@ class RecordingSink:
         return twilio, upstream, effects
 
 
-_SINKS: dict[int, RecordingSink] = {}
+_SINKS: weakref.WeakKeyDictionary[Call, RecordingSink] = weakref.WeakKeyDictionary()
+"""Each call's sink, gone with the call (an id() could be reused by the next test's call)."""
 
 
 def sink_of(call: Call) -> RecordingSink:
-    return _SINKS.setdefault(id(call), RecordingSink())
+    sink = _SINKS.get(call)
+    if sink is None:
+        sink = _SINKS[call] = RecordingSink()
+    return sink
 
 
 def drain(call: Call) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Effect]]:

@@ -205,7 +205,7 @@ class Call:
         self._continue_after_reconnect = False
         # A response asked for and never begun when the session was lost is asked again.
         self._requested_instructions: str | None = None
-        self._ask_again: tuple[str | None] | None = None
+        self._ask_again = False
         # The conversation as the caller experienced it, for replay into a new session.
         self.history: list[tuple[str, str]] = []
         # Last sign of life from either side (speech, agent audio, playback); the idle limit.
@@ -1025,7 +1025,7 @@ class Call:
         )
         self._continue_after_reconnect = self._active_response is not None
         if self._active_response is None and self._response_requested:
-            self._ask_again = (self._requested_instructions,)
+            self._ask_again = True
         for item in self.items.values():
             if not item.audio_done and not item.interrupted:
                 self._send_frames(item, self.audio.flush(), now)
@@ -1108,9 +1108,9 @@ class Call:
             gap_ms=round((now - plan.lost_at) * 1000.0, 1),
             replayed_items=len(self.history),
         )
-        ask_again, self._ask_again = self._ask_again, None
-        if ask_again is not None:
-            self._request_response(ask_again[0])
+        ask_again, self._ask_again = self._ask_again, False
+        if ask_again:
+            self._request_response(self._requested_instructions)
         elif self._continue_after_reconnect:
             self._continue_after_reconnect = False
             self._request_response(CONTINUE_INSTRUCTIONS)
