@@ -40,7 +40,7 @@ from bridge.sim.inputs import (
     read_wav_ulaw,
     tts_ulaw,
 )
-from bridge.sim.media_stream import CloseInfo, TwilioMediaStream
+from bridge.sim.media_stream import FRAME_MS, CloseInfo, TwilioMediaStream
 from bridge.sim.recording import call_timeline, write_stereo_wav
 from bridge.sim.webhook import StreamTarget, continue_after_stream, place_call
 
@@ -100,7 +100,8 @@ class CallReport:
     """When the caller's loudspeaker played agent audio: (start, end), gaps under 50 ms
     merged."""
     caller_speech_at: list[float] = field(default_factory=list)
-    """When each caller line's speech began (after its lead-in)."""
+    """When each caller line's speech began (after its lead-in), in seconds after `start` on
+    the call's timeline (the recording's)."""
     barge_ins: int = 0
     duration_s: float = 0.0
     """From the stream's `start` to its close: the length of the recording."""
@@ -320,8 +321,11 @@ async def _play_caller(
         report.caller_lines.append(line.text)
         utterance = stream.say(line.audio)
         said = await stream.wait_said()
-        if utterance.started_at is not None and stream.started_at is not None:
-            report.caller_speech_at.append(utterance.started_at + LEAD_IN_S - stream.started_at)
+        if utterance.first_chunk is not None:
+            # On the recording's timeline: frame k carries the 20 ms spoken before it was due,
+            # so a late frame does not move the speech it carries.
+            spoken_from = (utterance.first_chunk - 1) * FRAME_MS / 1000
+            report.caller_speech_at.append(spoken_from + LEAD_IN_S)
         said_at = said.finished_at if said and said.finished_at else None
         if not await listener.agent_turn(ANSWER_TIMEOUT_S, since=said_at):
             listener.note("agent ", "(no answer)")
