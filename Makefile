@@ -3,7 +3,7 @@ VENV   ?= .venv
 .DEFAULT_GOAL := $(VENV)/.run-installed
 PY     := $(VENV)/bin/python
 
-.PHONY: run test lint bench bench-quick clean chromium FORCE
+.PHONY: run test lint bench bench-quick clean chromium test-packages FORCE
 FORCE:
 
 # The interpreter of .venv, unless PYTHON is given: the system's own CPython when it is 3.11 or
@@ -37,9 +37,9 @@ $(VENV)/.dev-installed: pyproject.toml $(VENV)/.interpreter
 run: $(VENV)/.run-installed
 	$(VENV)/bin/voicebridge serve
 
-test: $(VENV)/.dev-installed chromium
+test: $(VENV)/.dev-installed test-packages
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
@@ -56,7 +56,17 @@ bench-quick: $(VENV)/.dev-installed
 	$(PY) bench/load.py --quick
 
 # The softphone test drives Debian's Chromium (playwright cannot download its own browser
-# here). Installed once when missing and apt is there; otherwise that test skips.
+# here); the shared-state tests run a real redis-server. Each is installed once when missing
+# and apt is there; otherwise those tests skip, and `pytest -rs` says why.
+test-packages:
+	@missing=""; \
+	test -x /usr/bin/chromium || missing="chromium"; \
+	test -x /usr/bin/redis-server || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+		|| echo "make: could not install$$missing; the tests that need it will skip"; \
+	fi
+
 chromium:
 	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }

@@ -12,12 +12,19 @@ restarting) or a call this process does not know gets the persona's fallback.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from bridge.errors import describe
+from bridge.logs import get_logger
+from bridge.shared.store import SharedStore
 
 T = TypeVar("T")
+
+log = get_logger("voicebridge.after_stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,44 +72,77 @@ DELIBERATE = frozenset(
 OUTCOME_TTL_S = 600.0
 """Twilio asks for the action within seconds of the stream's end; an outcome nobody asked
 for is forgotten after this."""
-MAX_OUTCOMES = 10_000
 
 
 class CallFacts(Generic[T]):
     """One fact per CallSid (how its stream ended, a transfer that was not answered) until
-    the request that needs it takes it. Bounded in count and age, so facts nobody asks for
-    cannot grow it."""
+    the request that needs it takes it, which may reach another worker or replica: kept in
+    the deployment's shared store (`bridge.shared`) as JSON, each with an expiry, so facts
+    nobody asks for cannot pile up."""
 
-    def __init__(self, ttl_s: float = OUTCOME_TTL_S, max_entries: int = MAX_OUTCOMES) -> None:
+    def __init__(
+        self,
+        kind: str,
+        store: SharedStore,
+        encode: Callable[[T], Any],
+        decode: Callable[[Any], T],
+        ttl_s: float = OUTCOME_TTL_S,
+    ) -> None:
+        self.kind = kind
+        self._store = store
+        self._encode, self._decode = encode, decode
         self._ttl_s = ttl_s
-        self._max = max_entries
-        self._outcomes: OrderedDict[str, tuple[float, T]] = OrderedDict()
 
-    def record(self, call_sid: str, outcome: T, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        self._outcomes.pop(call_sid, None)
-        self._outcomes[call_sid] = (now + self._ttl_s, outcome)
-        self._expire(now)
-        while len(self._outcomes) > self._max:
-            self._outcomes.popitem(last=False)
+    def _key(self, call_sid: str) -> str:
+        return f"fact:{self.kind}:{call_sid}"
 
-    def take(self, call_sid: str, now: float | None = None) -> T | None:
-        """The call's fact, once; None when this process does not know the call (another
-        replica's, or before a restart)."""
-        now = time.monotonic() if now is None else now
-        self._expire(now)
-        entry = self._outcomes.pop(call_sid, None)
-        return entry[1] if entry is not None else None
+    async def record(self, call_sid: str, fact: T) -> None:
+        await self._store.put(self._key(call_sid), orjson.dumps(self._encode(fact)), self._ttl_s)
 
-    def __len__(self) -> int:
-        return len(self._outcomes)
+    async def take(self, call_sid: str) -> T | None:
+        """The call's fact, once; None when nobody left one (an unknown call, or one from
+        before a restart of a store kept in memory)."""
+        raw = await self._store.take(self._key(call_sid))
+        if raw is None:
+            return None
+        try:
+            return self._decode(orjson.loads(raw))
+        except (ValueError, TypeError, KeyError) as exc:  # another version's shape
+            log.warning("shared_fact_unreadable", kind=self.kind, error=describe(exc))
+            return None
 
-    def _expire(self, now: float) -> None:
-        while self._outcomes:
-            call_sid, (expires_at, _) = next(iter(self._outcomes.items()))
-            if expires_at > now:
-                break
-            del self._outcomes[call_sid]
+
+def encode_after_stream(outcome: AfterStream) -> dict[str, str]:
+    if isinstance(outcome, Transfer):
+        return {"then": "transfer", "target": outcome.target, "number": outcome.number}
+    return {"then": "hangup" if isinstance(outcome, Hangup) else "fallback"}
+
+
+def decode_after_stream(data: dict[str, str]) -> AfterStream:
+    then = data["then"]
+    if then == "transfer":
+        return Transfer(str(data["target"]), str(data["number"]))
+    if then == "hangup":
+        return Hangup()
+    if then == "fallback":
+        return Fallback()
+    raise ValueError(f"unknown outcome {then!r}")
+
+
+def encode_not_answered(fact: TransferNotAnswered) -> dict[str, str]:
+    return {"target": fact.target, "status": fact.status}
+
+
+def decode_not_answered(data: dict[str, str]) -> TransferNotAnswered:
+    return TransferNotAnswered(str(data["target"]), str(data["status"]))
+
+
+def stream_outcomes(store: SharedStore) -> CallFacts[AfterStream]:
+    return CallFacts("outcome", store, encode_after_stream, decode_after_stream)
+
+
+def transfer_resumes(store: SharedStore) -> CallFacts[TransferNotAnswered]:
+    return CallFacts("resume", store, encode_not_answered, decode_not_answered)
 
 
 StreamOutcomes = CallFacts[AfterStream]

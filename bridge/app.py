@@ -29,12 +29,15 @@ from bridge.caller_text import clean_number, clean_sid, clean_text
 from bridge.calls import CallRegistry
 from bridge.edge import read_form
 from bridge.engine.local import local_engine
+from bridge.errors import describe
 from bridge.logs import get_logger
 from bridge.loop_lag import watch_loop_lag
 from bridge.outbound_routes import OutboundDesk, outbound_router
 from bridge.persona import Persona, PersonaBook
 from bridge.services import Services
 from bridge.settings import Settings
+from bridge.shared import CALL_LEASE_S, Resilient
+from bridge.shared.redis_store import RedisStore
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.softphone.transcripts import FEED
 from bridge.stream_start import handle_media_stream
@@ -66,6 +69,33 @@ async def _form(request: Request) -> dict[str, str]:
         return dict(request.query_params)
     # Read with the cap as it streams: past it, 413 and nothing more read (bridge.edge).
     return await read_form(request, MAX_FORM_BYTES)
+
+
+async def report_shared_state(services: Services) -> None:
+    """Say where the deployment's shared state is, and whether Redis answers at start-up (a
+    Redis down is no reason not to start: `bridge.shared.store.Resilient`)."""
+    store = services.shared
+    if not isinstance(store, Resilient):
+        return
+    fields: dict[str, object] = {"store": store.name}
+    if isinstance(store.shared, RedisStore):
+        fields["url"] = store.shared.url
+        try:
+            await store.shared.ping()
+            fields["reachable"] = True
+        except Exception as exc:  # down, refused, wrong password: logged, not fatal
+            fields.update(reachable=False, error=describe(exc))
+    (log.info if fields.get("reachable", True) else log.warning)("shared_state", **fields)
+
+
+async def renew_leases(services: Services, calls: CallRegistry) -> None:
+    """Every live call's place in the deployment's count lasts `CALL_LEASE_S` unless renewed:
+    renewed here, all of this process's at once, three times a lease."""
+    while True:
+        await asyncio.sleep(CALL_LEASE_S / 3)
+        sids = calls.live_sids()
+        if sids:
+            await services.shared.renew(sids)
 
 
 def create_app(settings: Settings, personas: PersonaBook | Persona | None = None) -> FastAPI:
@@ -101,9 +131,11 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             # calls then walks only what calls allocate: a full collection at 100 calls paused
             # the event loop for 148 ms before (an audible gap in every call of the process)
             # and 4.5 ms with the freeze (gc.callbacks under bench/load.py).
+            await report_shared_state(services)
             gc.collect()
             gc.freeze()
             lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
+            leases = asyncio.create_task(renew_leases(services, calls), name="call-leases")
             if services.call_events is not None:
                 await services.call_events.start()
             try:
@@ -113,6 +145,10 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 with contextlib.suppress(asyncio.CancelledError):
                     await lag
                 await calls.close_all()
+                leases.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await leases
+                await services.shared.aclose()
                 if services.tools is not None:
                     await services.tools.aclose()
                 # The calls' last events and recordings: bounded, after the calls' drain.
@@ -141,6 +177,12 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             request.headers.get("x-twilio-signature"),
         )
 
+    async def deployment_full() -> bool:
+        """`MAX_DEPLOYMENT_CALLS` reached (every worker's and replica's calls): the webhook
+        answers busy at once; the stream's own admission is the exact check."""
+        limit = settings.MAX_DEPLOYMENT_CALLS
+        return limit is not None and await services.shared.live_calls() >= limit
+
     @app.api_route("/incoming-call", methods=["GET", "POST"])
     async def incoming_call(request: Request) -> Response:
         form = await _form(request)
@@ -149,12 +191,11 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             log.warning("call_rejected", call_sid=call_sid, reason="bad or missing signature")
             metrics.CALLS.labels(outcome="rejected_auth").inc()
             return PlainTextResponse("invalid signature", status_code=403)
-        if not calls.accepting:
-            log.warning(
-                "call_rejected",
-                call_sid=call_sid,
-                reason="draining" if calls.draining else "at capacity",
-            )
+        busy = None if calls.accepting else "draining" if calls.draining else "at capacity"
+        if busy is None and await deployment_full():
+            busy = "deployment at capacity"
+        if busy is not None:
+            log.warning("call_rejected", call_sid=call_sid, reason=busy)
             metrics.CALLS.labels(outcome="rejected_busy").inc()
             return _twiml(busy_twiml())
         caller, called = clean_number(form.get("From")), clean_number(form.get("To"))
@@ -197,7 +238,7 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
                 "stream_ended_rejected", call_sid=call_sid, reason="bad or missing signature"
             )
             return PlainTextResponse("invalid signature", status_code=403)
-        outcome = services.outcomes.take(call_sid)
+        outcome = await services.outcomes.take(call_sid)
         persona = book.for_number(clean_number(form.get("To")))
         log.info(
             "stream_ended",
@@ -228,7 +269,7 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
         if not calls.accepting:
             log.info("dial_ended", call_sid=call_sid, status=status, then="fallback")
             return _twiml(fallback_twiml(persona.fallback_plan(caller_number=caller)))
-        services.resumes.record(call_sid, TransferNotAnswered(target or "the person", status))
+        await services.resumes.record(call_sid, TransferNotAnswered(target or "the person", status))
         log.info("dial_ended", call_sid=call_sid, status=status, then="back_to_agent")
         return _twiml(stream_twiml(request, call_sid, persona, caller, called))
 

@@ -63,6 +63,10 @@ class CallRegistry:
         metrics.ACTIVE_CALLS.set(self.active_calls)
         return None
 
+    def live_sids(self) -> list[str]:
+        """The CallSids of the live calls (their leases in the shared store are renewed)."""
+        return list(self._sids)
+
     def await_start(self) -> bool:
         """A stream's handshake is done and its `start` is awaited: False when too many
         already wait (it is refused at once rather than held)."""

@@ -217,3 +217,19 @@ for _outcome in CALL_EVENT_OUTCOMES:
 def render() -> tuple[bytes, str]:
     """The body and Content-Type of a ``GET /metrics`` answer (Prometheus text format)."""
     return generate_latest(REGISTRY), CONTENT_TYPE
+
+
+SHARED_STATE_OPERATIONS = ("claim", "put", "take", "join", "renew", "leave", "count")
+"""Values of the ``operation`` label of :data:`SHARED_STATE_FALLBACKS` (``bridge.shared``)."""
+
+SHARED_STATE_FALLBACKS = Counter(
+    "voicebridge_shared_state_fallbacks",
+    "Operations on the deployment's shared state (Redis, or the worker supervisor's table) "
+    "that it could not do and this process did in its own memory instead, by operation: "
+    + ", ".join(SHARED_STATE_OPERATIONS)
+    + ". Above zero, replicas decide those without each other's facts.",
+    ["operation"],
+    registry=REGISTRY,
+)
+for _operation in SHARED_STATE_OPERATIONS:
+    SHARED_STATE_FALLBACKS.labels(operation=_operation)

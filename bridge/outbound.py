@@ -136,6 +136,17 @@ class OutboundCall:
     context: dict[str, Any] = field(default_factory=dict)
 
 
+def encode_outbound(call: OutboundCall) -> dict[str, Any]:
+    return {"to": call.to, "from": call.from_, "persona": call.persona, "context": call.context}
+
+
+def decode_outbound(data: dict[str, Any]) -> OutboundCall:
+    context = data.get("context") or {}
+    if not isinstance(context, dict):
+        raise TypeError("context is not an object")
+    return OutboundCall(str(data["to"]), str(data["from"]), str(data["persona"]), context)
+
+
 def with_context(instructions: str, context: dict[str, Any]) -> str:
     """The session instructions of a call placed with a `context`: the persona's, then the
     facts the business's systems gave, as JSON the model reads."""

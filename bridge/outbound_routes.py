@@ -164,7 +164,7 @@ def outbound_router(
                 headers={"retry-after": str(slot.retry_after_s)},
             )
         if desk.dialer is None:
-            return simulated(dial, slot)
+            return await simulated(dial, slot)
         placed: CallPlaced | None = None
         try:
             # In its turn: Twilio's pace, one call every 1/rate seconds (`TwilioDialer`).
@@ -190,7 +190,7 @@ def outbound_router(
                 twilio_status=placed.http_status,
             )
         desk.limits.placed(slot.ticket, placed.call_sid, time.monotonic())
-        desk.placed.record(
+        await desk.placed.record(
             placed.call_sid, OutboundCall(dial.to, dial.from_, dial.persona.name, dial.context)
         )
         log.info(
@@ -203,12 +203,12 @@ def outbound_router(
         )
         return JSONResponse({"call_sid": placed.call_sid}, status_code=201)
 
-    def simulated(dial: DialRequest, slot: Slot) -> Response:
+    async def simulated(dial: DialRequest, slot: Slot) -> Response:
         """Local mode (no Twilio credentials): nobody to ring. The call is placed in this
         process only, for `voicebridge dial` to play Twilio's part and the callee's."""
         call_sid = "CA" + secrets.token_hex(16)
         desk.limits.placed(slot.ticket, call_sid, time.monotonic())
-        desk.placed.record(
+        await desk.placed.record(
             call_sid, OutboundCall(dial.to, dial.from_, dial.persona.name, dial.context)
         )
         log.info(
@@ -272,7 +272,7 @@ def outbound_router(
             answered_by = "unknown"  # the agent greets rather than stay silent
         live = calls.answered_by(call_sid, answered_by)
         if not live:
-            services.answered_by.record(call_sid, answered_by)
+            await services.answered_by.record(call_sid, answered_by)
         log.info(
             "amd_status",
             call_sid=call_sid,
@@ -319,7 +319,7 @@ def outbound_router(
         status = clean_text(form.get("CallStatus"), 32)
         if status in ENDED_UNANSWERED or status == "completed":
             counted = desk.limits.ended(call_sid)
-            unanswered = desk.placed.take(call_sid)  # still here: its stream never started
+            unanswered = await desk.placed.take(call_sid)  # still here: its stream never started
             if unanswered is not None and status in ENDED_UNANSWERED:
                 send_unanswered(call_sid, unanswered, status)
             (log.info if status == "completed" else log.warning)(

@@ -44,6 +44,8 @@ class TokenClaims:
     expires_at: float
     caller: str = ""  # the webhook's `From`, cleaned (`caller_text.clean_number`)
     called: str = ""  # the webhook's `To`, cleaned
+    nonce: str = ""
+    """Single use: the stream claims it in the deployment's shared store (`bridge.shared`)."""
 
 
 class TokenError(ValueError):
@@ -63,8 +65,9 @@ class StreamTokens:
 
     The key is derived from the Twilio auth token, so every replica with the same settings
     accepts a token minted by any other (the webhook and the stream may land on different
-    replicas). Single use is enforced per replica; across replicas a replay would also need
-    Twilio's handshake signature and must happen within the token's short life.
+    replicas). `verify` checks the token itself; its single use is the stream's to enforce,
+    by claiming the token's nonce where every worker and replica sees it (`bridge.shared`:
+    Redis with `REDIS_URL`, else the process or its worker supervisor).
     """
 
     def __init__(
@@ -75,7 +78,6 @@ class StreamTokens:
         ).digest()
         self.ttl_s = min(ttl_s, TOKEN_TTL_S)
         self._clock = clock
-        self._used: dict[str, float] = {}  # nonce → expiry, pruned as they lapse
 
     def mint(self, call_sid: str, persona: str, caller: str = "", called: str = "") -> str:
         """A token for the call the webhook is answering; `caller` and `called` must already
@@ -114,18 +116,18 @@ class StreamTokens:
         now = self._clock()
         if now > expires:
             raise TokenError("stream token expired")
-        self._prune(now)
-        if nonce in self._used:
-            raise TokenError("stream token already used")
-        self._used[nonce] = expires
         return TokenClaims(
-            call_sid=token_sid, persona=persona, expires_at=expires, caller=caller, called=called
+            call_sid=token_sid,
+            persona=persona,
+            expires_at=expires,
+            caller=caller,
+            called=called,
+            nonce=nonce,
         )
 
-    def _prune(self, now: float) -> None:
-        if len(self._used) > 64:
-            for nonce in [n for n, exp in self._used.items() if exp < now]:
-                del self._used[nonce]
+    def seconds_left(self, claims: TokenClaims) -> float:
+        """How long the token stays valid: its nonce is kept as used that long."""
+        return max(1.0, claims.expires_at - self._clock() + 1.0)
 
 
 class TwilioSignatures:

@@ -7,19 +7,26 @@ the call core's) or the set of live calls (`bridge.calls.CallRegistry`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.after_stream import CallFacts, StreamOutcomes, TransferNotAnswered
+from bridge.after_stream import (
+    CallFacts,
+    StreamOutcomes,
+    TransferNotAnswered,
+    stream_outcomes,
+    transfer_resumes,
+)
 from bridge.call_events import CallEvents
 from bridge.logs import get_logger
-from bridge.outbound import OutboundCall
+from bridge.outbound import OutboundCall, decode_outbound, encode_outbound
 from bridge.persona import Persona, PersonaBook
 from bridge.realtime.entra import EntraTokens
 from bridge.realtime.upstream import UpstreamTarget, upstream_target
 from bridge.recording import RecordingWriter
 from bridge.security import StreamTokens, TwilioSignatures
 from bridge.settings import Settings
+from bridge.shared import SharedStore, shared_store
 from bridge.tools.call_control import TwilioCallControl
 from bridge.tools.catalogue import ToolCatalogue
 
@@ -64,16 +71,19 @@ class Services:
     signatures: TwilioSignatures | None
     """Set when signed (`TWILIO_AUTH_TOKEN` and `PUBLIC_URL`): every request is checked."""
     tokens: StreamTokens | None
+    shared: SharedStore
+    """Where the facts below, the tokens' single use and the deployment's live calls are
+    kept: this process, the worker supervisor, or Redis (`bridge.shared`)."""
     control: TwilioCallControl | None
     """Twilio REST call control; None without credentials (local mode)."""
     outcomes: StreamOutcomes
     """How each ended stream wants its call to go on, for the `<Connect>` action."""
     resumes: CallFacts[TransferNotAnswered]
     """Calls coming back to the agent after a transfer nobody answered, for their new stream."""
-    dialled: CallFacts[OutboundCall] = field(default_factory=CallFacts)
-    """Calls this process placed (`POST /calls`), for their stream: persona, context."""
-    answered_by: CallFacts[str] = field(default_factory=CallFacts)
-    """Detection results (`/amd-status`) that came before their call's stream started."""
+    dialled: CallFacts[OutboundCall]
+    """Calls the deployment placed (`POST /calls`), for their stream: persona, context."""
+    answered_by: CallFacts[str]
+    """Detection results (`/amd-status`) for a call whose stream is not live here."""
     watchers: CallWatchers | None = None
     call_events: CallEvents | None = None
     """The sender of call events to the business (`start`/`aclose` at the app's lifespan)."""
@@ -92,15 +102,19 @@ class Services:
             secret = settings.TWILIO_AUTH_TOKEN.get_secret_value()
             signatures = TwilioSignatures(secret, settings.PUBLIC_URL)
             tokens = StreamTokens(secret)
+        shared = shared_store(settings)
         return cls(
             settings=settings,
             personas=personas,
             upstream=UpstreamTargets(settings),
             signatures=signatures,
             tokens=tokens,
+            shared=shared,
             control=TwilioCallControl.from_settings(settings),
-            outcomes=StreamOutcomes(),
-            resumes=CallFacts(),
+            outcomes=stream_outcomes(shared),
+            resumes=transfer_resumes(shared),
+            dialled=CallFacts("dialled", shared, encode_outbound, decode_outbound),
+            answered_by=CallFacts("answered_by", shared, str, str),
             watchers=watchers,
             call_events=CallEvents.from_settings(settings),
             recordings=RecordingWriter(),

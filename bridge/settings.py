@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
     METRICS_HOST: str | None = None
 
+    # State shared by replicas (single-use stream tokens, one stream per CallSid, each
+    # stream's outcome, the count of live calls): redis://[:password@]host:port/db. Unset:
+    # in process memory (shared by the workers of `serve --workers N`).
+    REDIS_URL: SecretStr | None = None
+    # Live calls of the whole deployment (every worker and replica) at once; past it callers
+    # hear the busy message. Unset: only each process's MAX_CONCURRENT_CALLS.
+    MAX_DEPLOYMENT_CALLS: int | None = Field(default=None, ge=1)
+
     LOG_FORMAT: Literal["json", "console"] = "json"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -139,6 +147,7 @@ class Settings(BaseSettings):
         "RECORDINGS_DIR",
         "METRICS_PORT",
         "METRICS_HOST",
+        "MAX_DEPLOYMENT_CALLS",
         mode="before",
     )
     @classmethod
@@ -152,6 +161,7 @@ class Settings(BaseSettings):
         "AZURE_OPENAI_API_KEY",
         "TAVILY_API_KEY",
         "VOICEBRIDGE_API_KEY",
+        "REDIS_URL",
         mode="before",
     )
     @classmethod
@@ -204,6 +214,15 @@ class Settings(BaseSettings):
                     "CALL_WEBHOOK_URL is set but WEBHOOK_SIGNING_SECRET is not: call events "
                     "are always signed, so set WEBHOOK_SIGNING_SECRET to a secret the "
                     "receiver shares"
+                )
+        if self.REDIS_URL is not None:
+            redis_url = urlsplit(self.REDIS_URL.get_secret_value())
+            if redis_url.scheme not in ("redis", "rediss", "unix") or not (
+                redis_url.hostname or redis_url.path
+            ):
+                raise ValueError(
+                    "REDIS_URL: expected a redis:// (or rediss://, unix://) URL such as "
+                    "redis://redis:6379/0"
                 )
         if self.METRICS_HOST is not None:
             if self.METRICS_PORT is None:
@@ -319,8 +338,14 @@ class Settings(BaseSettings):
             self.TAVILY_API_KEY,
             self.WEBHOOK_SIGNING_SECRET,
             self.VOICEBRIDGE_API_KEY,
+            self.REDIS_URL,
         ]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.REDIS_URL is not None:
+            password = urlsplit(self.REDIS_URL.get_secret_value()).password
+            if password:
+                found.append(password)
+        return found
 
 
 OUR_PREFIXES: Final = (

@@ -378,6 +378,8 @@ class CallRuntime:
         self.drain()
         self.attach_twilio()  # the messages that arrived meanwhile are fed first
         self.tasks.spawn(self.ticks(), f"ticks:{call.call_sid}")
+        if call.awaiting_detection:
+            self.tasks.spawn(self._detection_from_elsewhere(), "detection")
         try:
             await self.done
         except asyncio.CancelledError:
@@ -385,6 +387,18 @@ class CallRuntime:
             raise
         finally:
             await self._teardown()
+
+    async def _detection_from_elsewhere(self) -> None:
+        """`/amd-status` may reach another worker or replica than this stream's: it leaves
+        the result in the shared store, looked for here until the call has its answer."""
+        call = self.call
+        while call.awaiting_detection and not call.ended:
+            await asyncio.sleep(DETECTION_POLL_S)
+            kind = await self.services.answered_by.take(call.call_sid)
+            if kind is not None:
+                call.answered_by(kind, time.monotonic())
+                self.drain()
+                return
 
     async def _teardown(self) -> None:
         call = self.call
@@ -404,7 +418,7 @@ class CallRuntime:
             await self.upstream.close()
         reason = call.end_reason or "error"
         # Before the socket closes: Twilio asks the `<Connect>` action as soon as it has.
-        self.services.outcomes.record(call.call_sid, call.after_stream)
+        await self.services.outcomes.record(call.call_sid, call.after_stream)
         close_code = {
             "protocol_error": CLOSE_POLICY_VIOLATION,
             # The stream failed the caller: its action answers with the fallback.
@@ -431,6 +445,9 @@ class CallRuntime:
                 setattr(done, name, value)
         _UPSTREAM_SEND_KIB.observe(self.upstream.write_buffer_size() / 1024)
 
+
+DETECTION_POLL_S = 0.25
+"""How often a call waiting for `AnsweredBy` looks for a result another process received."""
 
 _FRAME_COUNTERS = (
     ("frames_in", metrics.FRAMES_IN),

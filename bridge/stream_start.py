@@ -2,7 +2,8 @@
 
 The handshake's signature (signed mode), the `start` message within `START_TIMEOUT_S`, the
 stream token (signed mode: the persona and the numbers come from it), a place among the live
-calls (`CallRegistry.admit`: the cap, one stream per CallSid), then the call: its persona's
+calls (`CallRegistry.admit`: the cap, one stream per CallSid; then the same across the
+deployment, `SharedStore.join`, with `MAX_DEPLOYMENT_CALLS`), then the call: its persona's
 session, tools, limits and keypad, its upstream session, and the adapter that runs it
 (`bridge.stream.CallRuntime`) until it ends.
 """
@@ -125,8 +126,23 @@ async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallR
                 metrics.CALLS.labels(outcome="rejected_auth").inc()
                 await ws.close(CLOSE_POLICY_VIOLATION, "invalid stream token")
                 return
+            # Once in the whole deployment: a replay to another worker or replica is refused.
+            if not await services.shared.claim(
+                f"token:{claims.nonce}", services.tokens.seconds_left(claims)
+            ):
+                log.warning("stream_rejected", reason="stream token already used")
+                metrics.CALLS.labels(outcome="rejected_auth").inc()
+                await ws.close(CLOSE_POLICY_VIOLATION, "invalid stream token")
+                return
             persona_name, caller, called = claims.persona, claims.caller, claims.called
         refusal = calls.admit(start.call_sid)
+        if refusal is None:
+            # One stream per CallSid and the deployment's cap, across workers and replicas.
+            refusal = await services.shared.join(
+                start.call_sid, services.settings.MAX_DEPLOYMENT_CALLS
+            )
+            if refusal is not None:
+                calls.release(start.call_sid)
         if refusal is not None:
             log.warning("stream_rejected", reason=refusal)
             metrics.CALLS.labels(outcome="rejected_busy").inc()
@@ -138,6 +154,7 @@ async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallR
             await _run_call(ws, services, calls, start, persona_name, caller, called)
         finally:
             calls.release(start.call_sid)
+            await services.shared.leave(start.call_sid)
     finally:
         structlog.contextvars.unbind_contextvars("call_sid", "stream_sid")
 
@@ -184,8 +201,8 @@ async def _run_call(
     tools = (
         catalogue.tools_for(persona) if catalogue is not None else build_tools(persona, settings)
     )
-    resume = services.resumes.take(start.call_sid)  # back from a transfer nobody answered
-    dialled = services.dialled.take(start.call_sid)  # placed by this process (POST /calls)
+    resume = await services.resumes.take(start.call_sid)  # back from a transfer nobody answered
+    dialled = await services.dialled.take(start.call_sid)  # placed by this process (POST /calls)
     env = ToolEnv(persona, settings, start.call_sid, caller, called)
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:
@@ -232,7 +249,7 @@ async def _run_call(
         detection=detection,
         recorder=report.recorder,
     )
-    early = services.answered_by.take(start.call_sid) if dialled is not None else None
+    early = await services.answered_by.take(start.call_sid) if dialled is not None else None
     if early is not None:  # `/amd-status` came before the stream started
         call.answered_by(early, time.monotonic())
     started = {
@@ -255,7 +272,7 @@ async def _run_call(
     except Exception as exc:  # any failure to open: DNS, TLS, 401, timeout
         log.error("upstream_connect_failed", url=target.safe_url, error=describe(exc))
         finish(call, LogOnly(services), "upstream_failed")
-        services.outcomes.record(call.call_sid, call.after_stream)
+        await services.outcomes.record(call.call_sid, call.after_stream)
         await report.ended(call)
         # Closing the stream lets Twilio continue with the TwiML after </Connect>:
         # the fallback apology, so the caller is never left in silence.

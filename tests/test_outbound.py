@@ -203,7 +203,8 @@ async def test_a_call_is_placed_with_detection_and_signed_callbacks(logs: LogCap
             ]
             # The context stays in the process, never in a URL Twilio holds.
             assert "order" not in create.form["Url"]  # (the Url is pinned above, too)
-            assert bridge.app.state.outbound.placed.take(call_sid).context == {"order": 42}
+            placed = await bridge.app.state.outbound.placed.take(call_sid)
+            assert placed is not None and placed.context == {"order": 42}
             assert bridge.app.state.outbound.limits.live == 1
     (placed,) = logs.events("outbound_call_placed")
     assert placed["call_sid"] == call_sid and placed["persona"] == "sales"
@@ -342,7 +343,7 @@ async def test_dial_places_the_call_through_the_bridge_and_prints_its_sid(
             (create,) = rest.creates()
             assert (create.form["To"], create.form["From"]) == (CALLEE, SALES_NUMBER)
             assert create.created in capsys.readouterr().out.splitlines()  # with the log lines
-            held = bridge.app.state.outbound.placed.take(create.created)
+            held = await bridge.app.state.outbound.placed.take(create.created)
             assert held.context == {"order": 42}
             monkeypatch.setenv("VOICEBRIDGE_API_KEY", "vb-wrong-key")
             assert await asyncio.to_thread(main, argv) == 1

@@ -191,7 +191,7 @@ async def test_a_result_before_the_stream_is_kept_for_it() -> None:
                 forged = await client.post(url, data=form)
                 got = await client.post(url, data=form, headers={"x-twilio-signature": signature})
             assert (forged.status_code, got.status_code) == (403, 204)
-            assert bridge.services.answered_by.take("CA" + "7" * 32) == "fax"
+            assert await bridge.services.answered_by.take("CA" + "7" * 32) == "fax"
 
 
 # --- offline: voicebridge dial plays Twilio and the callee ------------------------------------

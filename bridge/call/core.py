@@ -479,6 +479,11 @@ class Call:
     def _awaiting_detection(self) -> bool:
         return self._detection is not None and not self._detection.decided
 
+    @property
+    def awaiting_detection(self) -> bool:
+        """A call the bridge placed that still waits for Twilio's `AnsweredBy`."""
+        return self._awaiting_detection
+
     def answered_by(self, kind: str, now: float) -> None:
         """Twilio's `AnsweredBy` for this call (`bridge.call.detection`): a person hears the
         greeting; a machine, after its beep, the voicemail and then the hang-up."""

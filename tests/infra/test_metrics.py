@@ -27,6 +27,7 @@ EXPECTED = {
     "voicebridge_http_refused": ("counter", ("reason",)),
     "voicebridge_rate_limit_remaining": ("gauge", ("limit",)),
     "voicebridge_call_events": ("counter", ("outcome",)),
+    "voicebridge_shared_state_fallbacks": ("counter", ("operation",)),
 }
 
 
