@@ -173,6 +173,23 @@ async def test_a_machine_hears_the_voicemail_after_the_beep_then_twilio_hangs_up
     assert ended["reason"] == "voicemail"
 
 
+async def test_a_result_another_worker_received_reaches_the_live_call(logs: LogCapture) -> None:
+    """`/amd-status` may land on another worker or replica than the stream: it leaves the
+    result in the shared store, where the live call finds it."""
+    async with FakeRealtimeServer("ga", script=[[Say(GREETING, 600)]]) as fake:
+        async with outbound_call(fake) as call:
+            await call.session.wait_for_event("session.update")
+            # What another process's /amd-status does when the call is not live there.
+            await call.bridge.services.answered_by.record(call.call_sid, "human")
+            loop = asyncio.get_running_loop()
+            left = loop.time()
+            greeting = await call.session.wait_for_event("response.create")
+            assert loop.time() - left < 2.0  # polled every 0.25 s
+            assert GREETING in greeting["response"]["instructions"]
+    assert [e["then"] for e in logs.events("answered_by")] == ["greet"]
+    assert logs.events("amd_status") == []  # not through this process's route
+
+
 async def test_a_result_before_the_stream_is_kept_for_it() -> None:
     async with FakeRealtimeServer("ga") as fake:
         port = free_port()

@@ -12,6 +12,7 @@ loop. These are a few calls per call, never per frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import threading
@@ -88,10 +89,12 @@ class StateHost:
         self.key = secrets.token_hex(16)
         manager = _Manager(address=self.address, authkey=self.key.encode())
         self._server = manager.get_server()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="state-host", daemon=True
-        )
+        self._thread = threading.Thread(target=self._serve, name="state-host", daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(SystemExit):  # how the manager's server ends its loop
+            self._server.serve_forever()
 
     def worker_env(self) -> dict[str, str]:
         """What a worker needs to find the table (its `HostedStore.from_env`)."""
