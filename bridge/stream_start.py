@@ -138,11 +138,15 @@ async def handle_media_stream(ws: TwilioSocket, services: Services, calls: CallR
         refusal = calls.admit(start.call_sid)
         if refusal is None:
             # One stream per CallSid and the deployment's cap, across workers and replicas.
-            refusal = await services.shared.join(
-                start.call_sid, services.settings.MAX_DEPLOYMENT_CALLS
-            )
-            if refusal is not None:
-                calls.release(start.call_sid)
+            joined = False
+            try:
+                refusal = await services.shared.join(
+                    start.call_sid, services.settings.MAX_DEPLOYMENT_CALLS
+                )
+                joined = refusal is None
+            finally:
+                if not joined:  # refused, or cancelled while asking
+                    calls.release(start.call_sid)
         if refusal is not None:
             log.warning("stream_rejected", reason=refusal)
             metrics.CALLS.labels(outcome="rejected_busy").inc()
