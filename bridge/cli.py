@@ -212,8 +212,7 @@ def _say_serving(settings: Settings, book: PersonaBook, host: str, port: int) ->
         audio=settings.REALTIME_AUDIO,
         persona=book.default.name,
         personas=list(book.names),
-        webhook=settings.public_http_url("/incoming-call")
-        or f"http://{host}:{port}/incoming-call",
+        webhook=settings.public_http_url("/incoming-call") or f"http://{host}:{port}/incoming-call",
     )
     if not settings.signed:
         log.warning(

@@ -22,8 +22,9 @@ calls. The supervisor itself serves nothing and holds no call:
 
 Workers run in process groups of their own (a terminal's Ctrl-C reaches the supervisor only,
 which forwards it once; what a dead worker leaves in its group is killed) and are sent
-SIGTERM by the kernel if the supervisor dies (`bridge.worker`). Hooks (`SupervisorHook`) run in the supervisor before the first worker
-starts and at its exit, and may give the workers more environment variables.
+SIGTERM by the kernel if the supervisor dies (`bridge.worker`). Hooks (`SupervisorHook`) run
+in the supervisor before the first worker starts and at its exit, and may give the workers
+more environment variables.
 
 The supervisor is a plain blocking loop (no event loop): it polls its children every 0.1 s.
 """
