@@ -17,6 +17,13 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from bridge.app import create_app
+from bridge.cli import load_for_serve
+from bridge.logs import configure_logging, get_logger
+from bridge.server import DrainingServer, uvicorn_config
+
+log = get_logger("voicebridge.worker")
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -33,6 +40,15 @@ def die_with_parent(parent: int) -> None:
         sys.exit(0)
 
 
+class WorkerServer(DrainingServer):
+    """`DrainingServer` that says when this worker accepts connections (`worker_serving`)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            log.info("worker_serving", pid=os.getpid())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.worker", description=__doc__)
     parser.add_argument("--index", type=int, required=True)
@@ -44,11 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent(args.parent)
 
-    from bridge.app import create_app
-    from bridge.cli import load_for_serve
-    from bridge.logs import configure_logging
-    from bridge.server import DrainingServer, uvicorn_config
-
     loaded = load_for_serve(args.persona)
     if isinstance(loaded, int):
         return loaded
@@ -59,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     listener = socket.socket(fileno=args.fd)
     app = create_app(settings, book)
     config = uvicorn_config(app, args.host, args.port)
-    server = DrainingServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
+    server = WorkerServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
     server.run(sockets=[listener])
     return 0
 
