@@ -126,12 +126,31 @@ def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
+METRICS_PREFIX = "voicebridge-metrics-"
+
+
 def metrics_folder() -> str:
-    """A fresh folder for the group's metric files: in shared memory where there is some, so
-    that `/metrics` reads no disk."""
+    """A fresh folder for the group's metric files, named after this process, in shared
+    memory where there is some (so that `/metrics` reads no disk). Folders of supervisors that
+    no longer run (killed: they could not remove theirs) are removed first."""
     shm = "/dev/shm"
-    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="voicebridge-metrics-", dir=base)
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            owner = name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+            if name.startswith(METRICS_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=base)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --- the supervisor ---------------------------------------------------------------------------

@@ -95,7 +95,11 @@ def serve_group(env_extra: dict[str, str], tmp_path: Any, workers: str = "2") ->
     finally:
         pids = list(group.pids().values())
         if proc.poll() is None:
-            proc.kill()  # the workers get SIGTERM from the kernel (parent death)
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # the workers get SIGTERM from the kernel (parent death)
         proc.wait(10)
         for pid in pids:  # nothing may outlive the test
             with pytest.raises(ProcessLookupError):
@@ -334,3 +338,22 @@ def test_restart_policy_forgets_quick_exits_after_a_long_life_and_per_worker() -
     assert policy.after_exit(1, 100.0) == 0.0  # it ran 97 s: a fresh start
     policy.started(1, 100.0)
     assert policy.after_exit(1, 101.0) == 0.0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_workers_end_when_the_supervisor_is_killed(tmp_path: Any) -> None:
+    async with FakeRealtimeServer("ga", [[Say("Hello.", 1000)]], speed=1.0) as fake:
+        with serve_group(fake_env(fake), tmp_path) as group:
+            pids = list(group.pids().values())
+            group.proc.kill()  # no drain, no clean-up of its own: the kernel tells the workers
+            await asyncio.to_thread(group.proc.wait, 10)
+            await wait_until(lambda: all(_gone(pid) for pid in pids), 15, "the workers to end")
+            # Their drain (no calls) ran: each said so before it went.
+            assert len(group.events("drain_finished")) == 2
