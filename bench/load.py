@@ -25,6 +25,10 @@ the step is INVALID: the load, not the bridge, lagged.
     .venv/bin/python bench/load.py --soak 600 --calls 100
     .venv/bin/python bench/load.py --calls 100 --modes pcm16 --targets bridge --profile
     .venv/bin/python bench/load.py --calls 100 --repeat 5  # median bridge/floor ratio
+    .venv/bin/python bench/load.py --workers 2 --targets bridge  # serve --workers 2
+
+With `--workers N` the bridge's CPU, RSS and sockets are those of the supervisor and all its
+workers together (core% may then pass 100), and its loop's task count is not taken.
 
 The machine is shared: each row shows the 1-minute load average before the step and the CPU
 cores that other work took during it (`others`); repeat a run where `others` is well above 0.
@@ -54,6 +58,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -194,6 +199,58 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (`serve --workers N`: the supervisor and its workers)."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        parent = tree[index]
+        index += 1
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    tree += [int(child) for child in f.read().split()]
+            except OSError:
+                continue
+    return tree
+
+
+def _summed(measure: Callable[[int], Any], pid: int) -> Any:
+    """`measure` summed over `pid`'s process tree (a process that ended meanwhile counts 0)."""
+    total: Any = None
+    for member in process_tree(pid):
+        try:
+            value = measure(member)
+        except OSError:
+            continue
+        if isinstance(value, tuple):
+            total = (
+                value if total is None else tuple(a + b for a, b in zip(total, value, strict=True))
+            )
+        else:
+            total = value if total is None else total + value
+    return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return float(_summed(cpu_seconds, pid) or 0.0)
+
+
+def tree_user_system_seconds(pid: int) -> tuple[float, float]:
+    return _summed(user_system_seconds, pid) or (0.0, 0.0)
+
+
+def tree_rss_mib(pid: int) -> float:
+    return float(_summed(rss_mib, pid) or math.nan)
+
+
+def tree_fd_count(pid: int) -> int:
+    return int(_summed(fd_count, pid) or 0)
+
+
 def host_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine."""
     with open("/proc/stat") as f:
@@ -325,7 +382,7 @@ def run_step(
         base = f"http://127.0.0.1:{port}"
         if target == "bridge":
             argv = [PYTHON, str(BENCH / "_bridge.py"), "--tasks-file", str(tasks_file)]
-            argv += ["serve", "--port", str(port)]
+            argv += ["serve", "--port", str(port), "--workers", str(opts.workers)]
         else:
             argv = [PYTHON, str(BENCH / "floor.py"), "--port", str(port)]
         server = _spawn(argv, run / target, env=_server_env(mode, up_port))
@@ -333,7 +390,7 @@ def run_step(
         _wait_http(base + "/healthz", server)
         time.sleep(1.2)  # the task counter writes every second
         pid = server.pid
-        step.rss_idle, step.fds_idle, step.tasks_idle = rss_mib(pid), fd_count(pid), None
+        step.rss_idle, step.fds_idle = tree_rss_mib(pid), tree_fd_count(pid)
         step.tasks_idle = tasks_in(tasks_file)
 
         loadgen = _spawn(
@@ -367,26 +424,26 @@ def run_step(
 
         time.sleep(max(0.0, start - time.monotonic()))
         spy = py_spy(server.pid, end - start, profile) if profile is not None else None
-        cpu0 = [cpu_seconds(p.pid) for p in (server, loadgen, upstream)]
-        us0 = user_system_seconds(pid)
+        cpu0 = [tree_cpu_seconds(server.pid), *(cpu_seconds(p.pid) for p in (loadgen, upstream))]
+        us0 = tree_user_system_seconds(pid)
         host0, t0 = host_cpu(), time.monotonic()
         every = opts.rss_every
         next_sample = t0
         while True:
             now = time.monotonic()
             if now >= next_sample:
-                step.rss_series.append((round(now - t0, 1), rss_mib(pid)))
+                step.rss_series.append((round(now - t0, 1), tree_rss_mib(pid)))
                 next_sample += every
             if now >= end:
                 break
             time.sleep(max(0.0, min(next_sample, end) - time.monotonic()))
-        cpu1 = [cpu_seconds(p.pid) for p in (server, loadgen, upstream)]
-        us1 = user_system_seconds(pid)
+        cpu1 = [tree_cpu_seconds(server.pid), *(cpu_seconds(p.pid) for p in (loadgen, upstream))]
+        us1 = tree_user_system_seconds(pid)
         upstream.send_signal(signal.SIGUSR1)  # audio stops; the callers drain and hang up
         host1, t1 = host_cpu(), time.monotonic()
-        step.fds_during = fd_count(pid)
+        step.fds_during = tree_fd_count(pid)
         step.tasks_during = tasks_in(tasks_file)
-        step.rss_series.append((round(t1 - t0, 1), rss_mib(pid)))
+        step.rss_series.append((round(t1 - t0, 1), tree_rss_mib(pid)))
         seconds = t1 - t0
         step.seconds = seconds
         step.rss = float(np.median([r for _, r in step.rss_series]))
@@ -403,7 +460,7 @@ def run_step(
         hung_up = time.monotonic()
         while True:
             time.sleep(0.5)
-            step.fds_after = fd_count(pid)
+            step.fds_after = tree_fd_count(pid)
             step.tasks_after = tasks_in(tasks_file)
             step.settle_s = time.monotonic() - hung_up
             settled = step.fds_after <= step.fds_idle and (
@@ -798,6 +855,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor-calls", type=_ints, help="N list for the floor (default: same)")
     parser.add_argument("--modes", default="pcm16,pcmu")
     parser.add_argument("--targets", default="bridge,floor")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="the bridge's `serve --workers` (N or auto); CPU, RSS and sockets are summed over "
+        "the supervisor and its workers",
+    )
     parser.add_argument("--warmup", type=float, help="seconds after all calls stream")
     parser.add_argument("--duration", type=float, help="seconds measured per step")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="cap of the whole run")

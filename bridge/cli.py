@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bridge.logs import configure_logging, get_logger
 from bridge.settings import (
@@ -17,6 +18,9 @@ from bridge.settings import (
     unknown_settings,
 )
 from bridge.softphone import softphone_enabled
+
+if TYPE_CHECKING:
+    from bridge.persona import PersonaBook
 
 DEFAULT_PORT = 8080
 
@@ -36,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--persona", metavar="FILE", help="persona file or folder (overrides PERSONA_FILE)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N|auto",
+        help="worker processes sharing the port (auto: one per core; default 1, no supervisor)",
     )
 
     call = sub.add_parser("call", help="place a simulated phone call against a running bridge")
@@ -85,19 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def worker_count(text: str) -> int:
+    """`--workers`: a whole number ≥ 1, or `auto` (one per core)."""
+    if text == "auto":
+        return max(1, os.cpu_count() or 1)
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or auto") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} is fewer than 1")
+    return count
+
+
 def default_host(settings: Settings) -> str:
     """Unsigned (local) mode listens on loopback only: nobody else can open paid sessions."""
     return "0.0.0.0" if settings.signed else "127.0.0.1"
 
 
-def _serve(args: argparse.Namespace) -> int:
-
-    from bridge.app import create_app
+def load_for_serve(persona: str | None) -> tuple[Settings, PersonaBook] | int:
+    """The settings and personas `serve` runs with, or the exit status after saying on stderr
+    what is wrong (2). A worker of `serve --workers N` loads them again the same way."""
     from bridge.persona import PersonaBook, PersonaError, load_personas
-    from bridge.server import DrainingServer, uvicorn_config
 
     try:
-        settings = load_settings(**({"PERSONA_FILE": args.persona} if args.persona else {}))
+        settings = load_settings(**({"PERSONA_FILE": persona} if persona else {}))
     except SettingsError as exc:
         print(f"voicebridge: {exc}", file=sys.stderr)
         # A misspelt name is the usual cause of a missing one: say so here too.
@@ -115,9 +138,21 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except PersonaError as exc:
         # From the environment, name the variable too: the user may not know it is set.
-        given = "" if args.persona else f" (PERSONA_FILE={settings.PERSONA_FILE})"
+        given = "" if persona else f" (PERSONA_FILE={settings.PERSONA_FILE})"
         print(f"voicebridge: invalid persona{given}:\n{exc}", file=sys.stderr)
         return 2
+    return settings, book
+
+
+def _serve(args: argparse.Namespace) -> int:
+
+    from bridge.app import create_app
+    from bridge.server import DrainingServer, uvicorn_config
+
+    loaded = load_for_serve(args.persona)
+    if isinstance(loaded, int):
+        return loaded
+    settings, book = loaded
     configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL, settings.secrets())
     log = get_logger("voicebridge")
     set_names = names_in_force(os.environ)
@@ -126,6 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
     for warning in book.warnings():
         log.warning("persona_warning", message=warning)
     host = args.host or default_host(settings)
+    if args.workers > 1:
+        return _serve_workers(args, settings, book, host)
     app = create_app(settings, book)
     try:
         # Bound before anything says the bridge is answering: a busy port is the only news.
@@ -136,15 +173,46 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    _say_serving(settings, book, host, args.port)
+    config = uvicorn_config(app, host, args.port)
+    server = DrainingServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
+    server.run(sockets=[listener])
+    return 0
+
+
+def _serve_workers(
+    args: argparse.Namespace, settings: Settings, book: PersonaBook, host: str
+) -> int:
+    """`serve --workers N`, N > 1: this process supervises N workers (`bridge.workers`)."""
+    from bridge.workers import Supervisor, listen_sockets, worker_command
+
+    try:
+        sockets = listen_sockets(host, args.port, args.workers)
+    except OSError as exc:
+        print(
+            f"voicebridge: cannot listen on {host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    _say_serving(settings, book, host, args.port)
+
+    def command(index: int, fd: int) -> list[str]:
+        return worker_command(index, fd, host, args.port, args.persona)
+
+    return Supervisor(sockets, command, settings.DRAIN_TIMEOUT_SECONDS).run()
+
+
+def _say_serving(settings: Settings, book: PersonaBook, host: str, port: int) -> None:
+    """The start-up lines: where the bridge answers, and what a person should know."""
+    log = get_logger("voicebridge")
     log.info(
         "serving",
-        url=f"http://{host}:{args.port}",
+        url=f"http://{host}:{port}",
         provider=settings.provider,
         audio=settings.REALTIME_AUDIO,
         persona=book.default.name,
         personas=list(book.names),
-        webhook=settings.public_http_url("/incoming-call")
-        or f"http://{host}:{args.port}/incoming-call",
+        webhook=settings.public_http_url("/incoming-call") or f"http://{host}:{port}/incoming-call",
     )
     if not settings.signed:
         log.warning(
@@ -159,11 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
             "engine; set OPENAI_API_KEY (OpenAI) or AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY "
             "and AZURE_OPENAI_DEPLOYMENT (Azure) for a real model",
         )
-        _print_how_to_call(host, args.port, softphone=softphone_enabled(settings))
-    config = uvicorn_config(app, host, args.port)
-    server = DrainingServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
-    server.run(sockets=[listener])
-    return 0
+        _print_how_to_call(host, port, softphone=softphone_enabled(settings))
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

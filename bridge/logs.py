@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -141,6 +141,18 @@ class _LineCap:
         short["line_cut_bytes"] = size
         short["fields"] = [k for k in event_dict if k not in _LINE_KEEPS][:LIST_MAX_ITEMS]
         return self.render(logger, method, short)
+
+
+class _StaticFields:
+    """Adds the same fields to every line (a line's own value of one of them wins)."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.fields = dict(fields)
+
+    def __call__(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+        for key, value in self.fields.items():
+            event_dict.setdefault(key, value)
+        return event_dict
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
@@ -291,9 +303,11 @@ def configure_logging(
     level: str = "INFO",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    static: Mapping[str, Any] | None = None,
 ) -> None:
     """Configure structlog once at start-up; safe to call again (tests do: the lines logged
-    before go to the stream they were logged for)."""
+    before go to the stream they were logged for). `static`: fields every line carries (a
+    worker of `serve --workers N` names itself with `{"worker": index}`); none by default."""
     global _secrets, _writer
     _secrets = ()
     add_secrets(secrets)
@@ -309,9 +323,11 @@ def configure_logging(
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     renderer = _LineCap(renderer)
+    fields = dict(static or {})
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *([_StaticFields(fields)] if fields else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             structlog.processors.format_exc_info,

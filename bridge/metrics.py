@@ -4,9 +4,18 @@ Every metric lives on :data:`REGISTRY`, a registry of our own rather than promet
 global default, so a test can read exactly these series and nothing a library registered.
 This module only defines the metrics; the call code moves them. Names are part of the
 operator's interface (dashboards, alerts, the HorizontalPodAutoscaler in ``infra/k8s``).
+
+A worker of ``serve --workers N`` (N > 1) runs with ``PROMETHEUS_MULTIPROC_DIR`` set by its
+supervisor: prometheus-client then keeps every value in a file of that folder per process, and
+:func:`render` answers for the whole group (prometheus-client's multi-process mode): counters
+and histograms summed over every worker that ever ran, ``voicebridge_active_calls`` summed over
+the live ones, ``voicebridge_rate_limit_remaining`` the latest value any live worker saw.
+Without it (one process) the answer is :data:`REGISTRY` itself, as always.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry()
 """The registry that ``/metrics`` renders; every metric below is registered on it."""
@@ -49,6 +59,7 @@ ACTIVE_CALLS = Gauge(
     "Calls in progress on this process (media stream open). The HorizontalPodAutoscaler "
     "scales on this.",
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 
 CALLS = Counter(
@@ -118,6 +129,7 @@ RATE_LIMIT_REMAINING = Gauge(
     "rate_limits.updated event, after each response): requests and tokens.",
     ["limit"],
     registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
 )
 
 TOOL_LATENCY = Histogram(
@@ -214,11 +226,6 @@ for _outcome in CALL_EVENT_OUTCOMES:
     CALL_EVENTS.labels(outcome=_outcome)
 
 
-def render() -> tuple[bytes, str]:
-    """The body and Content-Type of a ``GET /metrics`` answer (Prometheus text format)."""
-    return generate_latest(REGISTRY), CONTENT_TYPE
-
-
 SHARED_STATE_OPERATIONS = ("claim", "put", "take", "join", "renew", "leave", "count")
 """Values of the ``operation`` label of :data:`SHARED_STATE_FALLBACKS` (``bridge.shared``)."""
 
@@ -233,3 +240,19 @@ SHARED_STATE_FALLBACKS = Counter(
 )
 for _operation in SHARED_STATE_OPERATIONS:
     SHARED_STATE_FALLBACKS.labels(operation=_operation)
+
+
+def multiprocess_dir() -> str | None:
+    """The folder of the process group's metric files, when this process is a worker."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def render() -> tuple[bytes, str]:
+    """The body and Content-Type of a ``GET /metrics`` answer (Prometheus text format): this
+    process's metrics, or in a worker the whole group's."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE
+    group = CollectorRegistry()
+    MultiProcessCollector(group, path=folder)
+    return generate_latest(group), CONTENT_TYPE

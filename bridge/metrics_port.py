@@ -5,7 +5,9 @@ codes, the loop's saturation) is for the operator's Prometheus only. With `METRI
 the public app answers `/metrics` 404 and a second listener in the same event loop serves
 it, under the same edge limits (`bridge.edge`). The listener lives as long as the app's
 lifespan: it opens once the app has started (a port that cannot be bound fails the start,
-naming the setting) and closes when the app shuts down.
+naming the setting) and closes when the app shuts down. In a worker of `serve --workers N`
+every worker binds it with `SO_REUSEPORT`, and whichever answers reports the whole group
+(`bridge.metrics`).
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ class MetricsListener:
                 config=config, server_state=state, app_state={}, _loop=loop
             )
 
-        self._server = await loop.create_server(protocol, self.host, self.port)
+        self._server = await loop.create_server(
+            protocol, self.host, self.port, reuse_port=metrics.multiprocess_dir() is not None
+        )
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])

@@ -59,6 +59,19 @@ def test_json_lines_carry_ts_level_event_and_the_bound_call_ids() -> None:
     assert (record["event"], record["call_sid"], record["level"]) == ("call_started", "CA1", "info")
 
 
+def test_static_fields_name_a_worker_on_every_line_and_only_when_asked() -> None:
+    capture = LogCapture()
+    configure_logging("json", "INFO", stream=capture, static={"worker": 3})
+    get_logger().info("call_started", persona="default")
+    get_logger().info("other", worker=7)  # a line's own value wins
+    configure_logging("json", "INFO", stream=capture)
+    get_logger().info("plain")
+    flush_logs()
+    records = [orjson.loads(line) for line in capture.lines]
+    assert [r.get("worker") for r in records] == [3, 7, None]
+    assert "worker" not in records[2]
+
+
 def test_configured_secrets_are_scrubbed_wherever_they_hide() -> None:
     capture = LogCapture()
     secret = "sk-live-ABCDEFGHIJKLMNOP"

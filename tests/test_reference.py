@@ -298,6 +298,18 @@ PROXY_PROBES: dict[str, tuple[dict[str, str], dict[str, str | None]]] = {
 }
 
 
+def _reads_multiproc_dir(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics")
+    got = metrics.multiprocess_dir()
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    ok = got == "/nonexistent/metrics" and metrics.multiprocess_dir() is None
+    return [] if ok else ["bridge.metrics.multiprocess_dir() ignores PROMETHEUS_MULTIPROC_DIR"]
+
+
+READ_PROBES = {"PROMETHEUS_MULTIPROC_DIR": _reads_multiproc_dir}
+"""Other variables the bridge reads, each with a check that it does: its problems."""
+
+
 def test_every_other_environment_variable_is_documented_and_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -305,6 +317,9 @@ def test_every_other_environment_variable_is_documented_and_read(
     problems = compare("environment variable", _environment_reads(), documented)
     for name, row in documented.items():
         probe = PROXY_PROBES.get(name)
+        if name in READ_PROBES:
+            problems += READ_PROBES[name](monkeypatch)
+            continue
         if probe is None:
             problems.append(f"{REF}:{row.line}: nothing here shows that the bridge reads {name}")
             continue
