@@ -184,6 +184,7 @@ def _serve_workers(
     args: argparse.Namespace, settings: Settings, book: PersonaBook, host: str
 ) -> int:
     """`serve --workers N`, N > 1: this process supervises N workers (`bridge.workers`)."""
+    from bridge.shared.host import StateHostHook
     from bridge.workers import Supervisor, listen_sockets, worker_command
 
     try:
@@ -199,7 +200,19 @@ def _serve_workers(
     def command(index: int, fd: int) -> list[str]:
         return worker_command(index, fd, host, args.port, args.persona)
 
-    return Supervisor(sockets, command, settings.DRAIN_TIMEOUT_SECONDS).run()
+    hooks = [] if settings.REDIS_URL is not None else [StateHostHook()]
+    worker_env: dict[str, str] = {}
+    if softphone_enabled(settings):
+        # Its page, its call and its live transcript are three connections, which the
+        # kernel spreads over the workers, and each worker knows its own calls only.
+        get_logger("voicebridge").warning(
+            "softphone_off",
+            reason="the softphone needs one worker: run `voicebridge serve` without --workers",
+        )
+        worker_env["SOFTPHONE_ENABLED"] = "false"
+    return Supervisor(
+        sockets, command, settings.DRAIN_TIMEOUT_SECONDS, worker_env=worker_env, hooks=hooks
+    ).run()
 
 
 def _say_serving(settings: Settings, book: PersonaBook, host: str, port: int) -> None:

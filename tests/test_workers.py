@@ -68,8 +68,10 @@ class Group:
 
 
 @contextmanager
-def serve_group(env_extra: dict[str, str], tmp_path: Any, workers: str = "2") -> Iterator[Group]:
-    port = free_port()
+def serve_group(
+    env_extra: dict[str, str], tmp_path: Any, workers: str = "2", port: int | None = None
+) -> Iterator[Group]:
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "AZURE", "TWILIO"))}
     env.update({"LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env_extra})
     proc = subprocess.Popen(

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -167,3 +169,23 @@ class HostedStore:
 
     async def aclose(self) -> None:
         pass
+
+
+class StateHostHook:
+    """The supervisor's hook (`bridge.workers.SupervisorHook`): the table is served from
+    before the first worker starts until after the last has ended, in a private folder."""
+
+    def __init__(self) -> None:
+        self._host: StateHost | None = None
+        self._folder: str | None = None
+
+    def start(self) -> dict[str, str]:
+        self._folder = tempfile.mkdtemp(prefix="voicebridge-state-")  # mode 0700
+        self._host = StateHost(self._folder)
+        return self._host.worker_env()
+
+    def stop(self) -> None:
+        if self._host is not None:
+            self._host.close()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
