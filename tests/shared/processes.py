@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 
 class BridgeProcess:
@@ -39,6 +39,12 @@ class BridgeProcess:
                 if entry.get("event") == name:
                     found.append(entry)
         return found
+
+    async def wait_events(self, name: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        """The lines of `name` once `count` are written (the process writes its log from a
+        thread of its own, a moment after the request that caused it was answered)."""
+        await wait_until(lambda: len(self.events(name)) >= count, timeout, f"{count} {name}")
+        return self.events(name)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

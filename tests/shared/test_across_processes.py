@@ -57,7 +57,7 @@ async def _replayed_on_b(a: BridgeProcess, b: BridgeProcess) -> int | None:
     replay = TwilioMediaStream(target, auth_token=TOKEN, **on(b))
     await replay.connect()
     try:
-        info = await asyncio.wait_for(asyncio.shield(replay.closed), 3)
+        info = await asyncio.wait_for(asyncio.shield(replay.closed), 1.5)
     except TimeoutError:  # taken: the call goes on
         await wait_until(lambda: replay.played_ms_total >= 100, 10, "the replay's greeting")
         await replay.stop()
@@ -74,7 +74,10 @@ async def test_a_token_replayed_on_another_replica_is_refused_with_redis(
     async with FakeRealtimeServer("ga", [[Say("Hello", 300)]]) as fake:
         with two_replicas(fake, tmp_path, redis.url if shared else None) as (a, b):
             code = await _replayed_on_b(a, b)
-            await asyncio.sleep(0.3)
+            if shared:
+                await b.wait_events("stream_rejected")
+            else:
+                await b.wait_events("call_started")
             sessions = len(fake.sessions)
             rejected = [e["reason"] for e in b.events("stream_rejected")]
     if shared:
@@ -100,7 +103,7 @@ async def test_the_connect_action_on_the_other_replica_follows_the_streams_outco
                 sign_url=target.action,
                 post_url=target.action.replace(a.base_url, b.base_url),
             )
-            [ended] = b.events("stream_ended")
+            [ended] = await b.wait_events("stream_ended")
     assert after.via == "action" and [v.name for v in after.verbs] == ["Hangup"]
     assert ended["then"] == "hangup"
 
@@ -132,8 +135,8 @@ async def test_the_deployments_cap_counts_the_calls_of_every_replica(
             again = await place_call(b.base_url, auth_token=TOKEN, sign_base=a.base_url)
             async with TwilioMediaStream(again, auth_token=TOKEN, **on(b)) as third:
                 await wait_until(lambda: third.played_ms_total >= 200, 10, "a call on B")
-            reasons = [e["reason"] for e in b.events("stream_rejected")]
-            busy_lines = [e["reason"] for e in b.events("call_rejected")]
+            reasons = [e["reason"] for e in await b.wait_events("stream_rejected")]
+            busy_lines = [e["reason"] for e in await b.wait_events("call_rejected")]
     assert reasons == ["deployment at capacity"]
     assert busy_lines == ["deployment at capacity"]
 
@@ -158,8 +161,8 @@ async def test_redis_going_down_mid_call_drops_nothing_and_new_calls_carry_on(
             await asyncio.sleep(0.5)
             async with httpx.AsyncClient() as client:
                 metrics = (await client.get(f"{a.base_url}/metrics")).text
-            down = a.events("shared_state_unavailable")
-            ended = [e["reason"] for e in a.events("call_ended")]
+            down = await a.wait_events("shared_state_unavailable")
+            ended = [e["reason"] for e in await a.wait_events("call_ended", 2)]
     assert len(down) == 1 and down[0]["store"] == "redis"
     assert "redis" in a.events("shared_state")[0]["store"]
     assert ended == ["caller_hangup", "caller_hangup"]

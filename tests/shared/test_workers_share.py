@@ -36,7 +36,8 @@ async def test_the_workers_share_token_use_and_stream_outcomes(tmp_path: Any) ->
                 info = await asyncio.wait_for(replay.closed, 10)
                 await replay.aclose(raise_errors=False)
                 replays.append(info.code)
-            await asyncio.sleep(0.3)
+            for name in ("stream_ended", "stream_rejected"):
+                await wait_until(lambda n=name: len(group.events(n)) >= CALLS, 5, name)
             ended = group.events("stream_ended")
             rejected = group.events("stream_rejected")
             hosted = group.events("shared_state")
