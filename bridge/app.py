@@ -305,7 +305,7 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
-        body, content_type = metrics.render()
+        body, content_type = await metrics.render_off_loop()
         return Response(content=body, media_type=content_type)
 
     @app.get("/healthz")

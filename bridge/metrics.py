@@ -15,6 +15,7 @@ Without it (one process) the answer is :data:`REGISTRY` itself, as always.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from prometheus_client import (
@@ -256,3 +257,11 @@ def render() -> tuple[bytes, str]:
     group = CollectorRegistry()
     MultiProcessCollector(group, path=folder)
     return generate_latest(group), CONTENT_TYPE
+
+
+async def render_off_loop() -> tuple[bytes, str]:
+    """`render` for a route: in a worker it reads the group's metric files, so in a thread,
+    never on the event loop; a single process renders from memory at once."""
+    if multiprocess_dir() is None:
+        return render()
+    return await asyncio.to_thread(render)

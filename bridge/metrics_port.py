@@ -44,7 +44,7 @@ async def metrics_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     response: Response
     if scope["path"] == METRICS_PATH and scope["method"] in ("GET", "HEAD"):
-        body, content_type = metrics.render()
+        body, content_type = await metrics.render_off_loop()
         response = Response(content=body, media_type=content_type)
     else:
         response = PlainTextResponse("not found", status_code=404)
