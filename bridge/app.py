@@ -29,7 +29,6 @@ from bridge.caller_text import clean_number, clean_sid, clean_text
 from bridge.calls import CallRegistry
 from bridge.edge import read_form
 from bridge.engine.local import local_engine
-from bridge.errors import describe
 from bridge.logs import get_logger
 from bridge.loop_lag import watch_loop_lag
 from bridge.outbound_routes import OutboundDesk, outbound_router
@@ -37,7 +36,6 @@ from bridge.persona import Persona, PersonaBook
 from bridge.services import Services
 from bridge.settings import Settings
 from bridge.shared import CALL_LEASE_S, Resilient
-from bridge.shared.redis_store import RedisStore
 from bridge.softphone import softphone_enabled, softphone_router
 from bridge.softphone.transcripts import FEED
 from bridge.stream_start import handle_media_stream
@@ -69,23 +67,6 @@ async def _form(request: Request) -> dict[str, str]:
         return dict(request.query_params)
     # Read with the cap as it streams: past it, 413 and nothing more read (bridge.edge).
     return await read_form(request, MAX_FORM_BYTES)
-
-
-async def report_shared_state(services: Services) -> None:
-    """Say where the deployment's shared state is, and whether Redis answers at start-up (a
-    Redis down is no reason not to start: `bridge.shared.store.Resilient`)."""
-    store = services.shared
-    if not isinstance(store, Resilient):
-        return
-    fields: dict[str, object] = {"store": store.name}
-    if isinstance(store.shared, RedisStore):
-        fields["url"] = store.shared.url
-        try:
-            await store.shared.ping()
-            fields["reachable"] = True
-        except Exception as exc:  # down, refused, wrong password: logged, not fatal
-            fields.update(reachable=False, error=describe(exc))
-    (log.info if fields.get("reachable", True) else log.warning)("shared_state", **fields)
 
 
 async def renew_leases(services: Services, calls: CallRegistry) -> None:
@@ -131,7 +112,8 @@ def create_app(settings: Settings, personas: PersonaBook | Persona | None = None
             # calls then walks only what calls allocate: a full collection at 100 calls paused
             # the event loop for 148 ms before (an audible gap in every call of the process)
             # and 4.5 ms with the freeze (gc.callbacks under bench/load.py).
-            await report_shared_state(services)
+            if isinstance(services.shared, Resilient):
+                await services.shared.report()
             gc.collect()
             gc.freeze()
             lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -147,7 +146,7 @@ def load_for_serve(persona: str | None) -> tuple[Settings, PersonaBook] | int:
 def _serve(args: argparse.Namespace) -> int:
 
     from bridge.app import create_app
-    from bridge.server import DrainingServer, uvicorn_config
+    from bridge.server import DrainingServer, listen_socket, uvicorn_config
 
     loaded = load_for_serve(args.persona)
     if isinstance(loaded, int):
@@ -168,11 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Bound before anything says the bridge is answering: a busy port is the only news.
         listener = listen_socket(host, args.port)
     except OSError as exc:
-        print(
-            f"voicebridge: cannot listen on {host}:{args.port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 1
+        return _cannot_listen(host, args.port, exc)
     _say_serving(settings, book, host, args.port)
     config = uvicorn_config(app, host, args.port)
     server = DrainingServer(config, app.state.calls, settings.DRAIN_TIMEOUT_SECONDS)
@@ -190,11 +185,7 @@ def _serve_workers(
     try:
         sockets = listen_sockets(host, args.port, args.workers)
     except OSError as exc:
-        print(
-            f"voicebridge: cannot listen on {host}:{args.port}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 1
+        return _cannot_listen(host, args.port, exc)
     _say_serving(settings, book, host, args.port)
 
     def command(index: int, fd: int) -> list[str]:
@@ -213,6 +204,11 @@ def _serve_workers(
     return Supervisor(
         sockets, command, settings.DRAIN_TIMEOUT_SECONDS, worker_env=worker_env, hooks=hooks
     ).run()
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> int:
+    print(f"voicebridge: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+    return 1
 
 
 def _say_serving(settings: Settings, book: PersonaBook, host: str, port: int) -> None:
@@ -241,24 +237,6 @@ def _say_serving(settings: Settings, book: PersonaBook, host: str, port: int) ->
             "and AZURE_OPENAI_DEPLOYMENT (Azure) for a real model",
         )
         _print_how_to_call(host, port, softphone=softphone_enabled(settings))
-
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on `host:port`, as uvicorn would bind it (SO_REUSEADDR, so a
-    restart does not wait for TIME_WAIT). Raises OSError (address in use, no such address)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
 
 
 def _print_how_to_call(host: str, port: int, *, softphone: bool) -> None:

@@ -100,3 +100,25 @@ class DrainingServer(uvicorn.Server):
         remaining = await calls.drain(self.drain_timeout_s)
         log.info("drain_finished", active_calls=remaining, timed_out=remaining > 0)
         self.should_exit = True
+
+
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on `host:port`, as uvicorn would bind it (SO_REUSEADDR, so a
+    restart does not wait for TIME_WAIT), inheritable by a worker. `reuse_port`: one of
+    several on the same address (`serve --workers N`). Raises OSError (address in use, no
+    such address)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

@@ -46,6 +46,7 @@ from types import FrameType
 from typing import Protocol
 
 from bridge.logs import get_logger
+from bridge.server import listen_socket
 
 log = get_logger("voicebridge.workers")
 
@@ -101,24 +102,12 @@ def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` listening sockets on `host:port`, all with `SO_REUSEPORT` (and `SO_REUSEADDR`),
     inheritable. Raises OSError when the address is taken, even by another group of ours: a
     socket without `SO_REUSEPORT` is bound first and let go, which a listener there refuses."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(address)
-        if port == 0:
-            address = (address[0], probe.getsockname()[1], *address[2:])
+    with listen_socket(host, port) as probe:
+        port = probe.getsockname()[1]  # port 0: the one the kernel chose, for all of them
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
-            sock.listen(2048)
-            sock.set_inheritable(True)
+            sockets.append(listen_socket(host, port, reuse_port=True))
     except OSError:
         for sock in sockets:
             sock.close()

@@ -116,6 +116,7 @@ class HostedStore:
 
     def __init__(self, address: str, key: str, clock: Callable[[], float] = time.time) -> None:
         self._address, self._key = address, key
+        self.where = address
         self._clock = clock
         self._local = threading.local()  # a proxy (a connection) per thread of the pool
 
@@ -142,6 +143,9 @@ class HostedStore:
                 raise
 
         return await asyncio.to_thread(run)
+
+    async def ping(self) -> None:
+        await self.live_calls()
 
     async def claim(self, key: str, ttl_s: float) -> bool:
         return bool(await self._call("claim", key, ttl_s, self._clock()))

@@ -53,7 +53,7 @@ class RedisStore:
     name = "redis"
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
-        self.url = safe_url(url)
+        self.where = safe_url(url)
         self._clock = clock
         self._redis = aioredis.from_url(
             url,

@@ -41,6 +41,10 @@ class SharedStore(Protocol):
     """Single-use keys, facts taken once, and the live calls; every entry expires."""
 
     name: str
+    where: str
+    """Its address for the logs (a Redis URL without its password, a socket path)."""
+
+    async def ping(self) -> None: ...
 
     async def claim(self, key: str, ttl_s: float) -> bool: ...
 
@@ -63,10 +67,14 @@ class LocalStore:
     """The table of this process alone."""
 
     name = "memory"
+    where = ""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.table = StateTable()
         self._clock = clock
+
+    async def ping(self) -> None:
+        pass
 
     async def claim(self, key: str, ttl_s: float) -> bool:
         return self.table.claim(key, ttl_s, self._clock())
@@ -108,6 +116,17 @@ class Resilient:
         self._clock = clock
         self._down_since: float | None = None
         self._retry_at = 0.0
+
+    async def report(self) -> None:
+        """At start-up: where the state is shared, and whether it answers (a store that is
+        down is no reason not to start: its operations go to memory until it answers)."""
+        fields: dict[str, object] = {"store": self.name, "url": self.shared.where}
+        try:
+            await self.shared.ping()
+            fields["reachable"] = True
+        except Exception as exc:  # down, refused, a wrong password: logged, not fatal
+            fields.update(reachable=False, error=describe(exc))
+        (log.info if fields["reachable"] else log.warning)("shared_state", **fields)
 
     @property
     def available(self) -> bool:
