@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import io
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -172,6 +174,23 @@ async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "conditio
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+def wait_until_serving(
+    base_url: str, proc: subprocess.Popen[Any], output: Callable[[], str], timeout: float = 30.0
+) -> None:
+    """Block until a `voicebridge serve` process answers `/healthz`; if it exits or the time
+    runs out first, fail with what it printed (`output()`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError("bridge did not start: " + output())
+        time.sleep(0.05)
 
 
 def make_settings(**values: Any) -> Settings:

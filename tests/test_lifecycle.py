@@ -19,7 +19,14 @@ import pytest
 
 from bridge.sim import CallRejected, TwilioMediaStream, continue_after_stream, place_call
 from bridge.twiml import UNAVAILABLE_SAY
-from tests.conftest import LogCapture, free_port, make_settings, running_bridge, wait_until
+from tests.conftest import (
+    LogCapture,
+    free_port,
+    make_settings,
+    running_bridge,
+    wait_until,
+    wait_until_serving,
+)
 from tests.fakes.realtime import FakeRealtimeServer, Say
 
 
@@ -40,18 +47,7 @@ def serve_process(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError(
-                    "bridge did not start: " + (proc.stdout.read() if proc.stdout else "")
-                )
-            time.sleep(0.05)
+        wait_until_serving(base, proc, lambda: proc.stdout.read() if proc.stdout else "", 20)
         yield proc, base
     finally:
         if proc.poll() is None:

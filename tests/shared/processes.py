@@ -7,15 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, wait_until, wait_until_serving
 
 
 class BridgeProcess:
@@ -84,16 +81,7 @@ def bridge_process(
         )
     bridge = BridgeProcess(proc, port, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{bridge.base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError("bridge did not start: " + bridge.output())
-            time.sleep(0.05)
+        wait_until_serving(bridge.base_url, proc, bridge.output)
         yield bridge
     finally:
         if proc.poll() is None:
