@@ -7,7 +7,8 @@ its apology after `</Connect>`, where a call ended on purpose would hear it too:
 leaves its outcome here as it ends, and the action's answer follows it. A hang-up the call
 chose, or a caller who hung up, gets `<Hangup/>`; a transfer gets its `<Dial>` (so a transfer
 works without Twilio REST credentials); only an agent that failed (upstream down, bridge
-restarting) or a call this process does not know gets the persona's fallback.
+restarting) or a call the deployment does not know gets the persona's fallback (the outcomes
+are in the shared state, `bridge.shared`, so the action may reach any worker or replica).
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ async def _run_call(
         catalogue.tools_for(persona) if catalogue is not None else build_tools(persona, settings)
     )
     resume = await services.resumes.take(start.call_sid)  # back from a transfer nobody answered
-    dialled = await services.dialled.take(start.call_sid)  # placed by this process (POST /calls)
+    dialled = await services.dialled.take(start.call_sid)  # placed here (POST /calls)
     env = ToolEnv(persona, settings, start.call_sid, caller, called)
 
     def on_key(digit: str) -> keypad.DtmfOutcome | None:

@@ -90,7 +90,7 @@ def after_stream_twiml(
     transfer: Callable[[Transfer], VoiceResponse],
 ) -> VoiceResponse:
     """The answer to the `<Connect>` action: what the call does once its stream has ended.
-    `None` (a call this process does not know) gets the fallback, as a failed agent does;
+    `None` (a call the deployment does not know) gets the fallback, as a failed agent does;
     `transfer` writes the transfer's `<Dial>`."""
     if isinstance(outcome, Hangup):
         return hangup_twiml()
