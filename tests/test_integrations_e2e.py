@@ -87,8 +87,10 @@ async def test_the_recording_lines_up_with_what_was_said_and_heard_without_the_c
                 await wait_until(lambda: stream.played_ms_total >= 1100, 5, "1.1 s of greeting")
                 stream.say(speech_like(500))
                 await wait_until(lambda: stream.clears, 5, "the clear")
-                await session.wait_for_event("response.done", 5, nth=2)
+                # Counted at the clear: the reply (sent at once) may start playing before the
+                # test sees its response.done, and would then count partly in the baseline.
                 cleared_ms = stream.played_ms_total
+                await session.wait_for_event("response.done", 5, nth=2)
                 await wait_until(lambda: stream.played_ms_total >= cleared_ms + 600, 5, "reply")
                 await stream.wait_playback_idle()
                 await asyncio.sleep(0.3)  # the last mark's echo reaches the bridge
