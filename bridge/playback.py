@@ -30,12 +30,10 @@ class ItemPlayback:
     heard_ms: int | None = None  # fixed at barge-in: what the caller had heard
 
 
-@dataclass(slots=True)
-class _PendingMark:
-    name: str
-    item: ItemPlayback
-    end_ms: int  # item offset when this frame has played
-    sent_at: float
+# A pending mark: (name, item, end_ms, sent_at). A tuple, not an object: one is made for
+# every 20 ms frame of every call, and a tuple is built by one bytecode.
+_NAME, _ITEM, _END_MS, _SENT_AT = 0, 1, 2, 3
+_PendingMark = tuple[str, ItemPlayback, int, float]
 
 
 @dataclass(slots=True)
@@ -54,10 +52,10 @@ class PlaybackClock:
 
     def frame_sent(self, item: ItemPlayback, now: float) -> str:
         """Account one 20 ms frame of `item` as sent; returns the mark name to send after it."""
-        self._seq += 1
-        name = self._prefix + str(self._seq)
-        item.sent_ms += FRAME_MS
-        mark = _PendingMark(name, item, item.sent_ms, now)
+        seq = self._seq = self._seq + 1
+        name = self._prefix + str(seq)
+        end_ms = item.sent_ms = item.sent_ms + FRAME_MS
+        mark = (name, item, end_ms, now)
         self._pending.append(mark)
         self._by_name[name] = mark
         return name
@@ -68,17 +66,19 @@ class PlaybackClock:
         mark = self._by_name.pop(name, None)
         if mark is None:
             return None
-        # Echoes come in order; anything still ahead of this one was played as well.
-        while self._pending:
-            head = self._pending.popleft()
-            if head is not mark:
-                self._by_name.pop(head.name, None)
-                head.item.played_ms = max(head.item.played_ms, head.end_ms)
-                continue
-            break
-        mark.item.played_ms = max(mark.item.played_ms, mark.end_ms)
+        # Echoes come in order; anything still ahead of this one was played as well. A mark
+        # in `_by_name` is in `_pending` (both are filled and emptied together).
+        pending = self._pending
+        head = pending.popleft()
+        while head is not mark:
+            self._by_name.pop(head[_NAME], None)
+            _played(head)
+            head = pending.popleft()
+        _, item, end_ms, _ = mark
+        if end_ms > item.played_ms:
+            item.played_ms = end_ms
         self._last_echo_at = now
-        return mark.item
+        return item
 
     @property
     def playing(self) -> bool:
@@ -89,8 +89,9 @@ class PlaybackClock:
         """Items with unconfirmed frames, in play order (the first is the one being heard)."""
         items: list[ItemPlayback] = []
         for mark in self._pending:
-            if not items or items[-1] is not mark.item:
-                items.append(mark.item)
+            item = mark[_ITEM]
+            if not items or items[-1] is not item:
+                items.append(item)
         return items
 
     def heard_ms(self, item: ItemPlayback, now: float) -> int:
@@ -101,16 +102,16 @@ class PlaybackClock:
         capped at one frame. The error is thus bounded by one frame even if the clock lies.
         """
         heard = item.played_ms
-        if self._pending and self._pending[0].item is item:
+        if self._pending and self._pending[0][_ITEM] is item:
             head = self._pending[0]
-            start = head.end_ms - FRAME_MS
-            elapsed_ms = (now - max(self._last_echo_at, head.sent_at)) * 1000.0
+            start = head[_END_MS] - FRAME_MS
+            elapsed_ms = (now - max(self._last_echo_at, head[_SENT_AT])) * 1000.0
             heard = max(heard, start + round(min(max(elapsed_ms, 0.0), FRAME_MS)))
         return min(heard, int(item.audio_ms))
 
     def item_finished(self, item: ItemPlayback) -> bool:
         """All of the item's audio has arrived, been sent and been confirmed played."""
-        return item.audio_done and not any(m.item is item for m in self._pending)
+        return item.audio_done and not any(m[_ITEM] is item for m in self._pending)
 
     def clear(self) -> None:
         """We sent Twilio `clear`: forget pending marks so their echoes are not taken as played."""
@@ -118,3 +119,10 @@ class PlaybackClock:
         self._by_name.clear()
         self.clears += 1
         self._prefix = f"{self.clears}."
+
+
+def _played(mark: _PendingMark) -> None:
+    """The frame before `mark` has played: its item's played time reaches the mark's end."""
+    item, end_ms = mark[_ITEM], mark[_END_MS]
+    if end_ms > item.played_ms:
+        item.played_ms = end_ms

@@ -73,7 +73,11 @@ def _b64decode(text: str, what: str) -> bytes:
     try:
         return _a2b(text, strict_mode=True)
     except ValueError as exc:  # binascii.Error, or a non-ASCII str
-        raise ValueError(f"{what} is not valid base64: {exc}") from exc
+        raise _not_base64(what, exc) from exc
+
+
+def _not_base64(what: str, exc: ValueError) -> ValueError:
+    return ValueError(f"{what} is not valid base64: {exc}")
 
 
 def _b64encode(data: bytes | memoryview) -> str:
@@ -198,7 +202,10 @@ class PcmuPipeline:
 
     def inbound(self, payload_b64: str) -> str:
         """Validated, then passed on unchanged: both sides speak 8 kHz μ-law."""
-        _b64decode(payload_b64, "Twilio media payload")
+        try:  # `_b64decode`, inline: this runs for every frame
+            _a2b(payload_b64, strict_mode=True)
+        except ValueError as exc:
+            raise _not_base64("Twilio media payload", exc) from exc
         return payload_b64
 
     def outbound(self, delta_b64: str) -> list[str]:
@@ -209,7 +216,10 @@ class PcmuPipeline:
         re-encoding would only reproduce it. Otherwise frames are encoded straight from the
         decoded bytes, and only a remainder is copied.
         """
-        ulaw = _b64decode(delta_b64, "Realtime audio delta")
+        try:  # `_b64decode`, inline: this runs for every delta
+            ulaw = _a2b(delta_b64, strict_mode=True)
+        except ValueError as exc:
+            raise _not_base64("Realtime audio delta", exc) from exc
         framer = self._framer
         if (
             len(ulaw) == FRAME_BYTES

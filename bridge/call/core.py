@@ -87,6 +87,9 @@ BENIGN_ERRORS = frozenset(
     }
 )
 
+_INBOUND_TRACKS = frozenset({"inbound", "inbound_track"})
+_TAIL = tw.MESSAGE_TAIL
+
 Keypad = Callable[[str], DtmfOutcome | None]
 """What a key does on this call: the persona's menu, decided by `bridge.tools.dtmf`."""
 
@@ -213,6 +216,12 @@ class Call:
         self.last_caller_speech: float | None = None
         self._function_names: dict[str, str] = {}  # item_id → name (beta omits it later)
         self._bytes_per_ms = audio.upstream_bytes_per_ms
+        # The hot path's bound methods, looked up once (every 20 ms frame uses them).
+        self._inbound = audio.inbound
+        self._outbound = audio.outbound
+        self._append = dialect.append_audio
+        self._frame_sent = self.playback.frame_sent
+        self._mark_echoed = self.playback.mark_echoed
 
     # The phase and the outbox --------------------------------------------------------------
 
@@ -310,12 +319,15 @@ class Call:
     # Twilio side -----------------------------------------------------------------------------
 
     def on_twilio(self, event: tw.TwilioEvent, now: float) -> None:
+        """A Twilio message. The adapter hands most media and marks to `on_media` and
+        `on_mark` as their fields (`tw.feed`); these come here as events too."""
         if isinstance(event, tw.Media):
-            self._on_media(event, now)
-        elif isinstance(event, tw.Mark):
             if event.stream_sid != self.stream_sid:
-                raise tw.StreamProtocolError("mark for another streamSid")
-            self._on_mark(event.name, now)
+                raise tw.StreamProtocolError("media for another streamSid")
+            if event.track in _INBOUND_TRACKS:
+                self.on_media(event.stream_sid, event.payload, event.timestamp, now)
+        elif isinstance(event, tw.Mark):
+            self.on_mark(event.stream_sid, event.name, now)
         elif isinstance(event, tw.Dtmf):
             self._on_dtmf(event.digit, now)
         elif isinstance(event, tw.Stop):
@@ -337,15 +349,14 @@ class Call:
             self.end("protocol_error")
         self.end("caller_hangup")
 
-    def _on_media(self, media: tw.Media, now: float) -> None:
-        if media.stream_sid != self.stream_sid:
+    def on_media(self, stream_sid: str, payload: str, timestamp: object, now: float) -> None:
+        """20 ms of the caller (inbound track): converted, and appended upstream."""
+        if stream_sid != self.stream_sid:
             raise tw.StreamProtocolError("media for another streamSid")
-        if media.track not in ("inbound", "inbound_track"):
-            return
         self.stats.frames_in += 1
         if self._recorder is not None:
-            self._recorder.caller(media.payload, now, media.timestamp)
-        message = self.dialect.append_audio(self.audio.inbound(media.payload))
+            self._recorder.caller(payload, now, timestamp)
+        message = self._append(self._inbound(payload))
         if self._upstream_up:
             self._out.audio.append(message)
         else:
@@ -355,23 +366,29 @@ class Call:
                 self.stats.backlog_dropped += 1
             self._backlog.append(message)
 
-    def _on_mark(self, name: str, now: float) -> None:
-        item = self.playback.mark_echoed(name, now)
-        if item is not None:
-            self.last_activity = now
-            if self._recorder is not None:
-                self._recorder.agent_played(name, now)
-        if item is not None and item.audio_done and self.playback.item_finished(item):
+    def on_mark(self, stream_sid: str, name: str, now: float) -> None:
+        """Twilio played the audio before mark `name` (or dropped it at a `clear`)."""
+        if stream_sid != self.stream_sid:
+            raise tw.StreamProtocolError("mark for another streamSid")
+        item = self._mark_echoed(name, now)
+        if item is None:
+            return
+        self.last_activity = now
+        if self._recorder is not None:
+            self._recorder.agent_played(name, now)
+        if item.audio_done and self.playback.item_finished(item):
             self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
             self._on_quiet(now)
 
     # Upstream side ---------------------------------------------------------------------------
 
     def on_upstream(self, event: ev.ServerEvent, now: float) -> None:
+        """A Realtime server event. The adapter hands most audio deltas to `on_delta` as
+        their fields (`Dialect.feed`); they come here as events too."""
         self._heard_at = now
         # Ordered by frequency: deltas are most of the traffic.
         if isinstance(event, ev.AudioDelta):
-            self._on_delta(event, now)
+            self.on_delta(event.response_id, event.item_id, event.delta, now)
         elif isinstance(event, ev.SpeechStarted):
             self.last_activity = self.last_caller_speech = now
             self._on_speech_started(now)
@@ -524,16 +541,20 @@ class Call:
             f'and nothing else: "{self.greeting}"'
         )
 
-    def _on_delta(self, delta: ev.AudioDelta, now: float) -> None:
-        if delta.response_id in self._interrupted:
+    def on_delta(self, response_id: str, item_id: str, audio: str, now: float) -> None:
+        """Agent audio (base64) of an item: framed to 20 ms, each frame with its mark."""
+        self._heard_at = now
+        if response_id in self._interrupted:
             self.stats.deltas_dropped += 1
             return
-        item = self.items.get(delta.item_id)
+        item = self.items.get(item_id)
         if item is None:
-            item = self.items[delta.item_id] = ItemPlayback(delta.item_id, delta.response_id)
-            self.transcript.add(delta.item_id, "agent", now)
-        item.audio_ms += _b64_len(delta.delta) / self._bytes_per_ms
-        self._send_frames(item, self.audio.outbound(delta.delta), now)
+            item = self.items[item_id] = ItemPlayback(item_id, response_id)
+            self.transcript.add(item_id, "agent", now)
+        size = len(audio)  # its decoded bytes, counted without decoding (padding aside)
+        if size:
+            item.audio_ms += (size * 3 // 4 - audio.count("=", size - 2)) / self._bytes_per_ms
+        self._send_frames(item, self._outbound(audio), now)
 
     def _on_audio_done(self, done: ev.AudioDone, now: float) -> None:
         item = self.items.get(done.item_id)
@@ -545,22 +566,24 @@ class Call:
             self._agent_item_final(item, item.played_ms, interrupted=False, now=now)
 
     def _send_frames(self, item: ItemPlayback, frames: list[str], now: float) -> None:
-        out = self._out.twilio
-        media_head, mark_head, tail = self._media_head, self._mark_head, tw.MESSAGE_TAIL
-        frame_sent = self.playback.frame_sent
+        if not frames:
+            return
+        append = self._out.twilio.append
+        media_head, mark_head = self._media_head, self._mark_head
+        frame_sent = self._frame_sent
         recorder = self._recorder
         if recorder is None:  # the common case: one test per delta, not per frame
             for frame in frames:
-                out.append(media_head + frame + tail)
-                out.append(mark_head + frame_sent(item, now) + tail)
+                append(media_head + frame + _TAIL)
+                append(mark_head + frame_sent(item, now) + _TAIL)
         else:
             for frame in frames:
-                out.append(media_head + frame + tail)
+                append(media_head + frame + _TAIL)
                 mark = frame_sent(item, now)
-                out.append(mark_head + mark + tail)
+                append(mark_head + mark + _TAIL)
                 recorder.agent_sent(mark, frame)
         self.stats.frames_out += len(frames)
-        if frames and self._speech_stopped_at is not None:
+        if self._speech_stopped_at is not None:
             self._out.effects.append(Measure("turn_latency", now - self._speech_stopped_at))
             self._speech_stopped_at = None
 
@@ -1166,9 +1189,3 @@ def heard_part(text: str, played_ms: float, audio_ms: float) -> str:
         return text
     words = text.split()
     return " ".join(words[: round(len(words) * played_ms / audio_ms)])
-
-
-def _b64_len(data: str) -> int:
-    """Decoded length of base64 text, without decoding it."""
-    n = len(data)
-    return n * 3 // 4 - data.count("=", n - 2) if n else 0
