@@ -55,6 +55,8 @@ from bridge.twiml import DIAL_ENDED_PATH, transfer_twiml
 from bridge.ws import TwilioSocket, UpstreamSocket
 
 log = get_logger("voicebridge.stream")
+_monotonic = time.monotonic
+_feed_twilio = tw.feed
 
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_NORMAL = 1000
@@ -120,7 +122,7 @@ class CallRuntime:
         self._acting: asyncio.Task[Any] | None = None
         self._closed = False  # torn down: nothing more is written
         self._pongs_seen = 0
-        self._decode = call.dialect.decode
+        self._feed_upstream = call.dialect.feed
 
     def end(self, reason: str) -> None:
         """End the call from outside (shutdown): the core keeps the first reason given."""
@@ -130,10 +132,9 @@ class CallRuntime:
     # The hot path ------------------------------------------------------------------------------
 
     def on_twilio_text(self, text: str) -> None:
-        now = time.monotonic()
         call = self.call
         try:
-            call.on_twilio(tw.parse(text), now)
+            _feed_twilio(text, call, _monotonic())
         except (tw.StreamProtocolError, ValueError) as exc:
             call.twilio_rejected(str(exc))
         try:
@@ -142,10 +143,10 @@ class CallRuntime:
             self._failed(exc)
 
     def on_upstream_text(self, text: str) -> None:
-        now = self._fed_at = time.monotonic()
+        now = self._fed_at = _monotonic()
         call = self.call
         try:
-            call.on_upstream(self._decode(text), now)
+            self._feed_upstream(text, call, now)
         except UpstreamProtocolError as exc:
             call.upstream_rejected(str(exc))
         except Exception as exc:
@@ -166,15 +167,14 @@ class CallRuntime:
     def send_twilio(self, messages: list[str], urgent: bool) -> int:
         if self._closed:
             return 0
-        twilio = self.twilio
-        twilio.send_batch(messages, at_once=urgent)
+        backlog = self.twilio.send_batch(messages, urgent)
         if urgent:
             self._clear_sent_at = time.monotonic()
         if not self._first_audio_seen:
             self._first_audio_seen = True
             if self.webhook_at is not None:
                 metrics.TIME_TO_FIRST_AUDIO.observe(max(0.0, time.time() - self.webhook_at))
-        return twilio.write_buffer_size()
+        return backlog
 
     def upstream_backlog(self) -> int:
         return self.upstream.write_buffer_size()

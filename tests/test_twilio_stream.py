@@ -72,3 +72,60 @@ def test_outbound_messages_are_the_heads_and_tail_joined() -> None:
         "streamSid": SID,
         "mark": {"name": "1.4"},
     }
+
+
+class Reader:
+    """Records what `tw.feed` hands over, and how."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[Any, ...]] = []
+
+    def on_media(self, stream_sid: str, payload: str, timestamp: object, now: float) -> None:
+        self.got.append(("on_media", stream_sid, payload, timestamp, now))
+
+    def on_mark(self, stream_sid: str, name: str, now: float) -> None:
+        self.got.append(("on_mark", stream_sid, name, now))
+
+    def on_twilio(self, event: tw.TwilioEvent, now: float) -> None:
+        self.got.append(("on_twilio", event, now))
+
+
+def test_feed_hands_the_usual_media_and_mark_over_as_fields_and_the_rest_as_parse_gives_it() -> (
+    None
+):
+    reader = Reader()
+    for message in (
+        media(),
+        mark(),
+        media(media={"payload": "/w=="}),  # no track: the general path, as parse reads it
+        media(media={"payload": "/w==", "track": "outbound"}),
+        {"event": "dtmf", "streamSid": SID, "dtmf": {"digit": "5"}},
+    ):
+        tw.feed(json.dumps(message), reader, 1.5)
+    assert reader.got == [
+        ("on_media", SID, "/w==", "40", 1.5),
+        ("on_mark", SID, "0.7", 1.5),
+        ("on_twilio", tw.Media(SID, "/w==", "inbound"), 1.5),
+        ("on_twilio", tw.Media(SID, "/w==", "outbound"), 1.5),
+        ("on_twilio", tw.Dtmf(SID, "5"), 1.5),
+    ]
+
+
+@pytest.mark.parametrize(("message", "error"), DEFECTS)
+def test_feed_names_each_defect_as_parse_does_and_hands_nothing_over(
+    message: dict[str, Any], error: str
+) -> None:
+    reader = Reader()
+    with pytest.raises(tw.StreamProtocolError, match=error):
+        tw.feed(json.dumps(message), reader, 0.0)
+    assert reader.got == []
+
+
+@pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"media"', '{"streamSid": 1}', "x" * 70000])
+def test_feed_refuses_what_parse_refuses(raw: str) -> None:
+    with pytest.raises(tw.StreamProtocolError) as parsed:
+        tw.parse(raw)
+    reader = Reader()
+    with pytest.raises(tw.StreamProtocolError) as fed:
+        tw.feed(raw, reader, 0.0)
+    assert str(fed.value) == str(parsed.value) and reader.got == []

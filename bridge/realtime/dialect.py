@@ -9,7 +9,7 @@ built as a string since base64 needs no escaping.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -124,6 +124,7 @@ def _output_item_added(d: dict[str, Any]) -> ev.OutputItemAdded:
 
 
 _Decoder = Callable[[dict[str, Any]], ev.ServerEvent]
+_loads = orjson.loads
 
 # Events named the same in both dialects.
 _COMMON: dict[str, _Decoder] = {
@@ -163,9 +164,35 @@ _COMMON: dict[str, _Decoder] = {
 }
 
 
+class Reader(Protocol):
+    """Who `Dialect.feed` hands each server message to (the call core)."""
+
+    def on_delta(self, response_id: str, item_id: str, audio: str, now: float) -> None: ...
+
+    def on_upstream(self, event: ev.ServerEvent, now: float) -> None: ...
+
+
+def _load(raw: str | bytes) -> Any:
+    try:
+        return _loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamProtocolError(f"malformed JSON from upstream: {exc}") from None
+
+
+def _undecoded(data: object) -> ev.Ignored:
+    """A message no decoder takes: ignored if it has a `type`, refused if not."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    if not isinstance(kind, str):
+        raise UpstreamProtocolError("upstream message without a 'type'")
+    return ev.Ignored(kind)
+
+
 def _audio_delta(d: dict[str, Any]) -> ev.AudioDelta:
-    # Most of the traffic: checked in one expression, `_s` names the field only on failure.
-    response_id, item_id, delta = d.get("response_id"), d.get("item_id"), d.get("delta")
+    # Most of the traffic: subscripts and one test, `_s` names the field only on failure.
+    try:
+        response_id, item_id, delta = d["response_id"], d["item_id"], d["delta"]
+    except KeyError:
+        response_id = item_id = delta = None
     if type(response_id) is str and type(item_id) is str and type(delta) is str:
         return ev.AudioDelta(response_id, item_id, delta)
     return ev.AudioDelta(_s(d, "response_id"), _s(d, "item_id"), _s(d, "delta"))
@@ -215,27 +242,48 @@ class Dialect:
     def __init__(self, name: DialectName) -> None:
         self.name: DialectName = name
         self._decoders = _GA if name == "ga" else _BETA
+        self._delta_type = "response.output_audio.delta" if name == "ga" else "response.audio.delta"
 
     # Server → bridge ---------------------------------------------------------------------
 
+    def feed(self, raw: str | bytes, reader: Reader, now: float) -> None:
+        """Parse one server message and hand it to `reader`, with `now`: an audio delta in
+        its usual shape to `on_delta` as its fields (no object is built: it is most of the
+        traffic), any other message to `on_upstream` as `decode` gives it. Raises
+        `UpstreamProtocolError` as `decode` does, before `reader` sees anything."""
+        try:
+            data = _loads(raw)
+            kind = data["type"]
+            if kind == self._delta_type:
+                response_id, item_id, delta = data["response_id"], data["item_id"], data["delta"]
+        except (KeyError, TypeError, orjson.JSONDecodeError):  # `decode` says what is wrong
+            reader.on_upstream(self.decode(raw), now)
+            return
+        if (
+            kind == self._delta_type
+            and type(response_id) is str
+            and type(item_id) is str
+            and type(delta) is str
+        ):
+            reader.on_delta(response_id, item_id, delta, now)
+            return
+        reader.on_upstream(self._event(data), now)
+
     def decode(self, raw: str | bytes) -> ev.ServerEvent:
         """Parse one server message. Raises `UpstreamProtocolError` if it is malformed."""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError(f"malformed JSON from upstream: {exc}") from None
-        kind = data.get("type") if isinstance(data, dict) else None
-        if not isinstance(kind, str):
-            raise UpstreamProtocolError("upstream message without a 'type'")
-        decoder = self._decoders.get(kind)
-        if decoder is None:
-            return ev.Ignored(kind)
+        return self._event(_load(raw))
+
+    def _event(self, data: Any) -> ev.ServerEvent:
+        try:  # a dict whose type has a decoder: all but the odd message
+            decoder = self._decoders[data["type"]]
+        except (KeyError, TypeError):
+            return _undecoded(data)
         try:
             return decoder(data)
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, UpstreamProtocolError):
                 raise
-            raise UpstreamProtocolError(f"{kind}: {exc}") from None
+            raise UpstreamProtocolError(f"{data['type']}: {exc}") from None
 
     # Bridge → server ---------------------------------------------------------------------
 
