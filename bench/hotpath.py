@@ -66,9 +66,10 @@ class RecordingSocket:
     def send(self, text: str) -> None:
         self.sent += 1
 
-    def send_batch(self, messages: list[str], at_once: bool = False) -> None:
+    def send_batch(self, messages: list[str], at_once: bool = False) -> int:
         self.sent += len(messages)
         self.marks.extend(m for m in messages if m.startswith('{"event":"mark"'))
+        return 0
 
     def write_buffer_size(self) -> int:
         return 0

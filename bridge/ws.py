@@ -97,39 +97,37 @@ log = get_logger("voicebridge.ws")
 class LoopWrites:
     """The writes of one pass of an event loop, made together once its callbacks have run.
 
-    `add` keeps a socket's write and its bytes; the first of a pass schedules `flush` with
-    `call_soon`, which runs after every I/O callback of the pass and before the loop polls
-    again. A write that fails ends its own socket only, never the other calls' writes.
+    A socket that queues a message in a pass joins with `add` (once: it keeps its own queue);
+    the first of a pass schedules `flush` with `call_soon`, which runs after every I/O
+    callback of the pass and before the loop polls again, and has each socket write its
+    queue. A write that fails ends its own socket only, never the other calls' writes.
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_sockets",)
 
     def __init__(self) -> None:
-        self._pending: list[Any] = []  # write, data, write, data, ... (no tuple per write)
+        self._sockets: list[Any] = []
 
-    def add(self, write: Callable[[bytes], None], data: bytes) -> None:
-        """`write(data)` at the end of the pass; `write` is a method of a socket with
-        `abort()`, which is called if the write raises (the line it logs has no call_sid:
-        the call's own end, logged as the socket closes, has)."""
-        pending = self._pending
-        if not pending:
+    def add(self, sock: Any) -> None:
+        """`sock.write_queued()` at the end of the pass; `sock` also has `abort()`, called
+        if the write raises (the line it logs has no call_sid: the call's own end, logged as
+        the socket closes, has)."""
+        sockets = self._sockets
+        if not sockets:
             asyncio.get_running_loop().call_soon(self.flush)
-        pending.append(write)
-        pending.append(data)
+        sockets.append(sock)
 
     def flush(self) -> None:
-        pending = self._pending
-        if not pending:
+        sockets = self._sockets
+        if not sockets:
             return
-        self._pending = []
-        for index in range(0, len(pending), 2):
-            write = pending[index]
+        self._sockets = []
+        for sock in sockets:
             try:
-                write(pending[index + 1])
+                sock.write_queued()
             except Exception as exc:  # a bug or a socket in a state we did not foresee
-                socket = write.__self__
-                log.error("socket_write_failed", error=repr(exc), socket=type(socket).__name__)
-                socket.abort()
+                log.error("socket_write_failed", error=repr(exc), socket=type(sock).__name__)
+                sock.abort()
 
 
 _LOOP_WRITES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWrites] = (
@@ -152,6 +150,7 @@ class MessageSocket(WSListener):  # type: ignore[misc]
     def __init__(self, max_message_bytes: int, batch_writes: bool = True) -> None:
         self.max_message_bytes = max_message_bytes
         self._writes = loop_writes() if batch_writes else None
+        self._queued: list[Any] = []  # this pass's messages, for `write_queued`
         self.transport: WSTransport | None = None
         self.raw: asyncio.Transport | None = None
         self.open = False
@@ -186,7 +185,7 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         if kind is _TEXT and frame.fin:
             self._deliver(frame.get_payload_as_bytes())
         elif kind is _CLOSE:
-            self.flush_writes()  # what we sent before the peer's close goes before our answer
+            self.write_queued()  # what we sent before the peer's close goes before our answer
             self.close_code = self.close_code or _close_code(frame)
             if not transport.is_close_frame_sent:
                 code = frame.get_close_code()
@@ -384,26 +383,29 @@ class MessageSocket(WSListener):  # type: ignore[misc]
                 if self._writing_paused:
                     self._check_backlog()
             else:
-                self._writes.add(self._send_now, text.encode())
+                queued = self._queued
+                if not queued:
+                    self._writes.add(self)
+                queued.append(text)
 
-    def _send_now(self, payload: bytes) -> None:
+    def write_queued(self) -> None:
+        """Write this pass's queued messages now, in order (`LoopWrites` calls it at the end
+        of the pass; a write that must leave at once, and a close, call it first)."""
+        queued = self._queued
+        if not queued:
+            return
+        self._queued = []
         raw = self.raw
         if self.open and self.transport is not None and raw is not None and not raw.is_closing():
-            self.transport.send(_TEXT, payload)
+            self._write(queued)
             if self._writing_paused:
                 self._check_backlog()
 
-    def _write_now(self, data: bytes) -> None:
-        raw = self.raw
-        if self.open and raw is not None and not raw.is_closing():
-            raw.write(data)
-            if self._writing_paused:
-                self._check_backlog()
-
-    def flush_writes(self) -> None:
-        """Make the pending writes of this pass now (all sockets', in order)."""
-        if self._writes is not None:
-            self._writes.flush()
+    def _write(self, queued: list[Any]) -> None:
+        """Frame and write the messages `send` queued (picows frames and masks them)."""
+        send = self.transport.send
+        for text in queued:
+            send(_TEXT, text)
 
     def abort(self) -> None:
         """Drop the connection without a close handshake (a write that failed)."""
@@ -418,7 +420,7 @@ class MessageSocket(WSListener):  # type: ignore[misc]
         if self.transport is None or not self.open or self._closing:
             return
         self._closing = True
-        self.flush_writes()
+        self.write_queued()
         self.close_code = self.close_code or code
         self.transport.send_close(WSCloseCode(code), reason.encode()[:120])
 
@@ -463,13 +465,26 @@ class TwilioSocket(MessageSocket):
         super().on_ws_connected(transport)
         self._on_connected(self)
 
-    def send_batch(self, messages: Iterable[str], at_once: bool = False) -> None:
-        """Several text messages in one write: a frame and its mark leave in one syscall.
-        Server frames are unmasked, so the framing is a header in front of each payload.
-        `at_once` writes now, after this pass's pending writes, instead of at its end."""
-        if not self.open or self._closing or self.raw is None:
-            return
-        parts: list[bytes] = []
+    def send(self, text: str) -> None:
+        """One text message, as `send_batch` writes it."""
+        self.send_batch((text,))
+
+    def send_batch(self, messages: Iterable[str], at_once: bool = False) -> int:
+        """Several text messages in one write: a frame and its mark leave in one syscall
+        (and all of a pass's, at its end). Server frames are unmasked, so the framing is a
+        header in front of each payload. `at_once` writes now, after what this pass queued,
+        instead of at its end. Returns the bytes the transport holds unsent (before this
+        pass's writes)."""
+        raw = self.raw
+        if not self.open or self._closing or raw is None:
+            return 0
+        writes = self._writes
+        if writes is None:
+            parts: list[bytes] = []
+        else:
+            parts = self._queued
+            if not parts and not at_once:
+                writes.add(self)
         append = parts.append
         for message in messages:
             payload = message.encode()
@@ -481,13 +496,17 @@ class TwilioSocket(MessageSocket):
             else:
                 append(b"\x81\x7f" + size.to_bytes(8, "big"))
             append(payload)
-        if self._writes is None:
-            self._write_now(b"".join(parts))
+        if writes is None:
+            if not raw.is_closing():
+                raw.write(b"".join(parts))
+                if self._writing_paused:
+                    self._check_backlog()
         elif at_once:
-            self._writes.flush()
-            self._write_now(b"".join(parts))
-        else:
-            self._writes.add(self._write_now, b"".join(parts))
+            self.write_queued()
+        return raw.get_write_buffer_size()
+
+    def _write(self, queued: list[Any]) -> None:
+        self.raw.write(b"".join(queued))  # type: ignore[union-attr]
 
 
 class UpstreamSocket(MessageSocket):

@@ -239,15 +239,25 @@ async def test_writes_leave_after_the_pass_in_order_and_before_an_urgent_write_o
 
 
 class FakeSocket:
-    def __init__(self, fails: bool) -> None:
+    """A socket as `LoopWrites` sees it: its own queue, written when the pass ends."""
+
+    def __init__(self, writes: LoopWrites, fails: bool) -> None:
+        self.writes = writes
         self.fails = fails
+        self.queued: list[bytes] = []
         self.written: list[bytes] = []
         self.aborted = False
 
-    def write(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
+        if not self.queued:
+            self.writes.add(self)
+        self.queued.append(data)
+
+    def write_queued(self) -> None:
         if self.fails:
             raise RuntimeError("the transport is gone")
-        self.written.append(data)
+        self.written += self.queued
+        self.queued = []
 
     def abort(self) -> None:
         self.aborted = True
@@ -257,9 +267,9 @@ async def test_a_write_that_fails_ends_its_own_socket_and_the_passs_other_writes
     logs: LogCapture,
 ) -> None:
     writes = LoopWrites()
-    first, broken, last = FakeSocket(False), FakeSocket(True), FakeSocket(False)
+    first, broken, last = (FakeSocket(writes, fails) for fails in (False, True, False))
     for sock, data in ((first, b"a"), (broken, b"b"), (last, b"c"), (first, b"d")):
-        writes.add(sock.write, data)
+        sock.send(data)
     assert first.written == []
     await asyncio.sleep(0)  # the pass ends: its writes are made
     assert (first.written, last.written) == ([b"a", b"d"], [b"c"])
