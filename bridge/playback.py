@@ -69,14 +69,14 @@ class PlaybackClock:
         # Echoes come in order; anything still ahead of this one was played as well. A mark
         # in `_by_name` is in `_pending` (both are filled and emptied together).
         pending = self._pending
-        head = pending.popleft()
-        while head is not mark:
-            self._by_name.pop(head[_NAME], None)
-            _played(head)
+        while True:
             head = pending.popleft()
-        _, item, end_ms, _ = mark
-        if end_ms > item.played_ms:
-            item.played_ms = end_ms
+            _, item, end_ms, _ = head
+            if end_ms > item.played_ms:
+                item.played_ms = end_ms
+            if head is mark:
+                break
+            self._by_name.pop(head[_NAME], None)
         self._last_echo_at = now
         return item
 
@@ -119,10 +119,3 @@ class PlaybackClock:
         self._by_name.clear()
         self.clears += 1
         self._prefix = f"{self.clears}."
-
-
-def _played(mark: _PendingMark) -> None:
-    """The frame before `mark` has played: its item's played time reaches the mark's end."""
-    item, end_ms = mark[_ITEM], mark[_END_MS]
-    if end_ms > item.played_ms:
-        item.played_ms = end_ms

@@ -172,27 +172,10 @@ class Reader(Protocol):
     def on_upstream(self, event: ev.ServerEvent, now: float) -> None: ...
 
 
-def _load(raw: str | bytes) -> Any:
-    try:
-        return _loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamProtocolError(f"malformed JSON from upstream: {exc}") from None
-
-
-def _undecoded(data: object) -> ev.Ignored:
-    """A message no decoder takes: ignored if it has a `type`, refused if not."""
-    kind = data.get("type") if isinstance(data, dict) else None
-    if not isinstance(kind, str):
-        raise UpstreamProtocolError("upstream message without a 'type'")
-    return ev.Ignored(kind)
-
-
 def _audio_delta(d: dict[str, Any]) -> ev.AudioDelta:
-    # Most of the traffic: subscripts and one test, `_s` names the field only on failure.
-    try:
-        response_id, item_id, delta = d["response_id"], d["item_id"], d["delta"]
-    except KeyError:
-        response_id = item_id = delta = None
+    # Checked in one expression, `_s` names the field only on failure (`Dialect.feed` takes
+    # the usual deltas without building one).
+    response_id, item_id, delta = d.get("response_id"), d.get("item_id"), d.get("delta")
     if type(response_id) is str and type(item_id) is str and type(delta) is str:
         return ev.AudioDelta(response_id, item_id, delta)
     return ev.AudioDelta(_s(d, "response_id"), _s(d, "item_id"), _s(d, "delta"))
@@ -271,19 +254,25 @@ class Dialect:
 
     def decode(self, raw: str | bytes) -> ev.ServerEvent:
         """Parse one server message. Raises `UpstreamProtocolError` if it is malformed."""
-        return self._event(_load(raw))
+        try:
+            data = _loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError(f"malformed JSON from upstream: {exc}") from None
+        return self._event(data)
 
     def _event(self, data: Any) -> ev.ServerEvent:
-        try:  # a dict whose type has a decoder: all but the odd message
-            decoder = self._decoders[data["type"]]
-        except (KeyError, TypeError):
-            return _undecoded(data)
+        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(kind, str):
+            raise UpstreamProtocolError("upstream message without a 'type'")
+        decoder = self._decoders.get(kind)
+        if decoder is None:
+            return ev.Ignored(kind)
         try:
             return decoder(data)
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, UpstreamProtocolError):
                 raise
-            raise UpstreamProtocolError(f"{data['type']}: {exc}") from None
+            raise UpstreamProtocolError(f"{kind}: {exc}") from None
 
     # Bridge → server ---------------------------------------------------------------------
 
