@@ -66,6 +66,12 @@ class Group:
     def output(self) -> str:
         return "".join(self.text)
 
+    def not_json(self) -> list[str]:
+        """Every line printed that is not a JSON log line (a traceback, a warning), once the
+        group has exited and its output is read to the end."""
+        self._reader.join(10)
+        return [line for line in self.text if not line.startswith("{")]
+
 
 @contextmanager
 def serve_group(
@@ -278,6 +284,7 @@ async def test_sigterm_drains_every_worker_then_the_group_exits_zero(tmp_path: A
             finished = group.events("drain_finished")
             assert len(finished) == 2 and not any(e["timed_out"] for e in finished)
             assert group.events("workers_stopped")
+            assert group.not_json() == []  # nothing but log lines, at the exit too
             for pid in group.pids().values():
                 with pytest.raises(ProcessLookupError):
                     os.kill(pid, 0)

@@ -106,7 +106,10 @@ class StateHost:
         stop = getattr(self._server, "stop_event", None)
         if stop is not None:
             stop.set()
-        self._thread.join(timeout=2.0)  # the listener's own finalizer removes the socket
+        self._thread.join(timeout=2.0)
+        # Closed now, the listener removes its socket file now: left to its finalizer at the
+        # process's exit, it would find the folder already gone and print a traceback.
+        self._server.listener.close()
 
 
 class HostedStore:
