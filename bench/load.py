@@ -28,7 +28,9 @@ the step is INVALID: the load, not the bridge, lagged.
     .venv/bin/python bench/load.py --workers 2 --targets bridge  # serve --workers 2
 
 With `--workers N` the bridge's CPU, RSS and sockets are those of the supervisor and all its
-workers together (core% may then pass 100), and its loop's task count is not taken.
+workers together (core% may then pass 100; SATURATED is then N × 90 %), and its loop's task
+count is not taken. Each step also reports the server's context switches per second: voluntary
+ones (an event loop going to sleep in epoll, to be woken by the next message) and preemptions.
 
 The machine is shared: each row shows the 1-minute load average before the step and the CPU
 cores that other work took during it (`others`); repeat a run where `others` is well above 0.
@@ -69,9 +71,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PYTHON = sys.executable
 
-# Issue 10's targets on this 2-core machine.
-TARGET_CPU_MS = {"pcm16": 3.0, "pcmu": 2.0}
-TARGET_RATIO = 1.5
+# The load bench's standing targets: ratios to the floor in one run, no absolute CPU figure
+# (that moves with the machine and the hour).
+TARGET_RATIO = {"pcm16": 1.5, "pcmu": 1.3}
 TARGET_RSS_MIB = 1.0
 TARGET_P99_MS = {100: 5.0, 200: 20.0}
 SATURATED_PCT = 90.0
@@ -187,6 +189,20 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     return int(stat[11]) / _TICK, int(stat[12]) / _TICK
 
 
+def context_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of every thread of `pid`. A voluntary one is a
+    sleep (an event loop waiting in epoll); an involuntary one is a preemption."""
+    voluntary = involuntary = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -196,7 +212,15 @@ def rss_mib(pid: int) -> float:
 
 
 def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Open sockets of `pid` (a leaked connection); other files are left out, as the metrics
+    files each worker of `serve --workers` opens at its first call and keeps."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue  # closed meanwhile
+    return count
 
 
 def process_tree(pid: int) -> list[int]:
@@ -243,6 +267,10 @@ def tree_user_system_seconds(pid: int) -> tuple[float, float]:
     return _summed(user_system_seconds, pid) or (0.0, 0.0)
 
 
+def tree_context_switches(pid: int) -> tuple[int, int]:
+    return _summed(context_switches, pid) or (0, 0)
+
+
 def tree_rss_mib(pid: int) -> float:
     return float(_summed(rss_mib, pid) or math.nan)
 
@@ -283,6 +311,7 @@ class Step:
     mode: str
     calls: int
     repeat: int = 0  # which of --repeat's bridge/floor pairs
+    loops: int = 1  # the server's event loops: the bridge's workers
     connected: int = 0
     seconds: float = 0.0
     cpu_ms: float = math.nan
@@ -307,6 +336,8 @@ class Step:
     gen_p99: float = math.nan
     up_p99: float = math.nan
     gen_cpu: float = math.nan
+    sleeps: float = math.nan  # the server's voluntary context switches per second
+    preempted: float = math.nan  # and its involuntary ones
     up_cpu: float = math.nan
     host_busy: float = math.nan
     load: float = math.nan
@@ -333,9 +364,10 @@ class Step:
 
     @property
     def saturated(self) -> bool:
-        """The server's one event loop was busy nearly all the time: it could not keep up, so
-        its CPU per call-second is not a real-time figure and latencies are queueing."""
-        return self.server_cpu >= SATURATED_PCT
+        """The server's event loops were busy nearly all the time: they could not keep up, so
+        its CPU per call-second is not a real-time figure and latencies are queueing (with
+        `--workers N`, N loops share the calls evenly: N × 90 % of a core)."""
+        return self.server_cpu >= SATURATED_PCT * self.loops
 
     @property
     def p99(self) -> float:
@@ -351,6 +383,8 @@ def run_step(
     profile: Path | None = None,
 ) -> Step:
     step = Step(target, mode, calls, load=os.getloadavg()[0])
+    if target == "bridge":
+        step.loops = (os.cpu_count() or 1) if opts.workers == "auto" else int(opts.workers)
     tag = f"{target}-{mode}-{calls}"
     run = work / tag
     run.mkdir(parents=True, exist_ok=True)
@@ -426,6 +460,7 @@ def run_step(
         spy = py_spy(server.pid, end - start, profile) if profile is not None else None
         cpu0 = [tree_cpu_seconds(server.pid), *(cpu_seconds(p.pid) for p in (loadgen, upstream))]
         us0 = tree_user_system_seconds(pid)
+        cs0 = tree_context_switches(pid)
         host0, t0 = host_cpu(), time.monotonic()
         every = opts.rss_every
         next_sample = t0
@@ -439,6 +474,7 @@ def run_step(
             time.sleep(max(0.0, min(next_sample, end) - time.monotonic()))
         cpu1 = [tree_cpu_seconds(server.pid), *(cpu_seconds(p.pid) for p in (loadgen, upstream))]
         us1 = tree_user_system_seconds(pid)
+        cs1 = tree_context_switches(pid)
         upstream.send_signal(signal.SIGUSR1)  # audio stops; the callers drain and hang up
         host1, t1 = host_cpu(), time.monotonic()
         step.fds_during = tree_fd_count(pid)
@@ -448,6 +484,8 @@ def run_step(
         step.seconds = seconds
         step.rss = float(np.median([r for _, r in step.rss_series]))
         step.gen_cpu = 100 * (cpu1[1] - cpu0[1]) / seconds
+        step.sleeps = (cs1[0] - cs0[0]) / seconds
+        step.preempted = (cs1[1] - cs0[1]) / seconds
         step.up_cpu = 100 * (cpu1[2] - cpu0[2]) / seconds
         step.host_busy = 100 * (host1[0] - host0[0]) / max(1, host1[1] - host0[1])
         ours = sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) / seconds
@@ -650,7 +688,7 @@ def summary(steps: list[Step]) -> list[str]:
         ratios[s.mode, s.calls].append(s.cpu_ms / f.cpu_ms)
         lines.append(
             f"  {s.mode:<6}N={s.calls:<4} {s.cpu_ms:.2f} / {f.cpu_ms:.2f} = "
-            f"{s.cpu_ms / f.cpu_ms:.2f}  (target ≤ {TARGET_RATIO}){note}"
+            f"{s.cpu_ms / f.cpu_ms:.2f}  (target ≤ {TARGET_RATIO[s.mode]}){note}"
         )
     for (mode, calls), values in ratios.items():
         if len(values) > 1:
@@ -658,14 +696,11 @@ def summary(steps: list[Step]) -> list[str]:
             lines.append(
                 f"  {mode:<6}N={calls:<4} median of {len(values)} pairs {median:.2f} "
                 f"(range {min(values):.2f}–{max(values):.2f}): "
-                f"{'pass' if median <= TARGET_RATIO else 'FAIL'}"
+                f"{'pass' if median <= TARGET_RATIO[mode] else 'FAIL'}"
             )
-    lines.append("targets (issue 10):")
+    lines.append("targets:")
     for s in groups.get(("bridge", "pcm16"), []) + groups.get(("bridge", "pcmu"), []):
-        checks = [
-            f"CPU {s.cpu_ms:.2f} ≤ {TARGET_CPU_MS[s.mode]}: "
-            f"{'pass' if s.cpu_ms <= TARGET_CPU_MS[s.mode] else 'FAIL'}"
-        ]
+        checks = []
         if s.calls in TARGET_P99_MS:
             limit = TARGET_P99_MS[s.calls]
             checks.append(f"p99 {s.p99:.2f} ≤ {limit}: {'pass' if s.p99 <= limit else 'FAIL'}")
@@ -736,11 +771,12 @@ def leaks(steps: list[Step]) -> list[str]:
     lines = ["sockets and tasks of the server (idle → during → after hang-up, and when):"]
     for s in steps:
         lines.append(
-            f"  {s.target:<7}{s.mode:<6}N={s.calls:<4} fds {s.fds_idle} → {s.fds_during} → "
+            f"  {s.target:<7}{s.mode:<6}N={s.calls:<4} sockets {s.fds_idle} → {s.fds_during} → "
             f"{s.fds_after}; tasks {s.tasks_idle} → {s.tasks_during} → {s.tasks_after} "
             f"({_f(s.settle_s)} s after hang-up); "
             f"active calls after: {s.active_after}; host busy {_f(s.host_busy, 0)}%, "
             f"generator CPU {_f(s.gen_cpu, 0)}%, "
+            f"server sleeps {_f(s.sleeps, 0)}/s and preemptions {_f(s.preempted, 0)}/s, "
             f"upstream CPU {_f(s.up_cpu, 0)}%; max latency in/out {_f(s.in_max)}/"
             f"{_f(s.out_max)} ms; underruns {s.underruns}"
             + (
