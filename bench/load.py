@@ -194,12 +194,15 @@ def context_switches(pid: int) -> tuple[int, int]:
     sleep (an event loop waiting in epoll); an involuntary one is a preemption."""
     voluntary = involuntary = 0
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/status") as f:
-            for line in f:
-                if line.startswith("voluntary_ctxt_switches:"):
-                    voluntary += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches:"):
-                    involuntary += int(line.split()[1])
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        voluntary += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        involuntary += int(line.split()[1])
+        except OSError:
+            continue  # a thread that ended meanwhile
     return voluntary, involuntary
 
 
@@ -212,8 +215,8 @@ def rss_mib(pid: int) -> float:
 
 
 def fd_count(pid: int) -> int:
-    """Open sockets of `pid` (a leaked connection); other files are left out, as the metrics
-    files each worker of `serve --workers` opens at its first call and keeps."""
+    """Open sockets of `pid`: what a leaked connection leaves. Other files are left out, such as
+    the metrics files each worker of `serve --workers` opens at its first call and keeps."""
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
