@@ -39,7 +39,7 @@ run: $(VENV)/.run-installed
 
 test: $(VENV)/.dev-installed test-packages
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -n 2
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
