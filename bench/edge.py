@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import pickle
 import resource
 import signal
@@ -160,7 +161,8 @@ class Bridge:
         return bench_load.cpu_seconds(self.pid)
 
     def fds(self) -> int:
-        return bench_load.fd_count(self.pid)
+        """Every open file of the bridge: what its file limit counts."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def log_offset(self) -> int:
         return self.log_path.stat().st_size

@@ -214,15 +214,31 @@ def rss_mib(pid: int) -> float:
     return math.nan
 
 
-def fd_count(pid: int) -> int:
-    """Open sockets of `pid`: what a leaked connection leaves. Other files are left out, such as
-    the metrics files each worker of `serve --workers` opens at its first call and keeps."""
+def tcp_inodes() -> set[str]:
+    """The inodes of every TCP socket of the machine (/proc/net/tcp and tcp6)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)  # the header
+                inodes.update(line.split()[9] for line in f)
+        except OSError:
+            continue
+    return inodes
+
+
+def tcp_socket_count(pid: int, tcp: set[str]) -> int:
+    """TCP sockets `pid` holds open (listening or connected): what a leaked call leaves.
+    Other files are left out: the metrics files each worker of `serve --workers` opens at its
+    first call, and the Unix sockets of its executor's threads to the supervisor's table
+    (one per thread, kept for the next use)."""
     count = 0
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue  # closed meanwhile
+        count += link.startswith("socket:[") and link[8:-1] in tcp
     return count
 
 
@@ -278,8 +294,9 @@ def tree_rss_mib(pid: int) -> float:
     return float(_summed(rss_mib, pid) or math.nan)
 
 
-def tree_fd_count(pid: int) -> int:
-    return int(_summed(fd_count, pid) or 0)
+def tree_sockets(pid: int) -> int:
+    tcp = tcp_inodes()
+    return int(_summed(lambda member: tcp_socket_count(member, tcp), pid) or 0)
 
 
 def host_cpu() -> tuple[float, float]:
@@ -344,9 +361,9 @@ class Step:
     up_cpu: float = math.nan
     host_busy: float = math.nan
     load: float = math.nan
-    fds_idle: int | None = None
-    fds_during: int | None = None
-    fds_after: int | None = None
+    sockets_idle: int | None = None
+    sockets_during: int | None = None
+    sockets_after: int | None = None
     tasks_idle: int | None = None
     tasks_during: int | None = None
     tasks_after: int | None = None
@@ -427,7 +444,7 @@ def run_step(
         _wait_http(base + "/healthz", server)
         time.sleep(1.2)  # the task counter writes every second
         pid = server.pid
-        step.rss_idle, step.fds_idle = tree_rss_mib(pid), tree_fd_count(pid)
+        step.rss_idle, step.sockets_idle = tree_rss_mib(pid), tree_sockets(pid)
         step.tasks_idle = tasks_in(tasks_file)
 
         loadgen = _spawn(
@@ -480,7 +497,7 @@ def run_step(
         cs1 = tree_context_switches(pid)
         upstream.send_signal(signal.SIGUSR1)  # audio stops; the callers drain and hang up
         host1, t1 = host_cpu(), time.monotonic()
-        step.fds_during = tree_fd_count(pid)
+        step.sockets_during = tree_sockets(pid)
         step.tasks_during = tasks_in(tasks_file)
         step.rss_series.append((round(t1 - t0, 1), tree_rss_mib(pid)))
         seconds = t1 - t0
@@ -501,10 +518,10 @@ def run_step(
         hung_up = time.monotonic()
         while True:
             time.sleep(0.5)
-            step.fds_after = tree_fd_count(pid)
+            step.sockets_after = tree_sockets(pid)
             step.tasks_after = tasks_in(tasks_file)
             step.settle_s = time.monotonic() - hung_up
-            settled = step.fds_after <= step.fds_idle and (
+            settled = step.sockets_after <= step.sockets_idle and (
                 step.tasks_after is None or step.tasks_after <= (step.tasks_idle or 0)
             )
             if settled or step.settle_s >= opts.settle:
@@ -774,8 +791,9 @@ def leaks(steps: list[Step]) -> list[str]:
     lines = ["sockets and tasks of the server (idle → during → after hang-up, and when):"]
     for s in steps:
         lines.append(
-            f"  {s.target:<7}{s.mode:<6}N={s.calls:<4} sockets {s.fds_idle} → {s.fds_during} → "
-            f"{s.fds_after}; tasks {s.tasks_idle} → {s.tasks_during} → {s.tasks_after} "
+            f"  {s.target:<7}{s.mode:<6}N={s.calls:<4} sockets {s.sockets_idle} → "
+            f"{s.sockets_during} → {s.sockets_after}; "
+            f"tasks {s.tasks_idle} → {s.tasks_during} → {s.tasks_after} "
             f"({_f(s.settle_s)} s after hang-up); "
             f"active calls after: {s.active_after}; host busy {_f(s.host_busy, 0)}%, "
             f"generator CPU {_f(s.gen_cpu, 0)}%, "
@@ -1033,10 +1051,10 @@ def soak_report(step: Step) -> list[str]:
         f"  first minute {head:.1f}, last minute {tail:.1f} MiB: growth {growth:+.1f} MiB, "
         f"slope {slope:+.3f} MiB/min → {'flat' if flat else 'GROWING'}"
     )
-    fd_leak = (
-        step.fds_after is not None
-        and step.fds_idle is not None
-        and (step.fds_after > step.fds_idle + 2)
+    socket_leak = (
+        step.sockets_after is not None
+        and step.sockets_idle is not None
+        and (step.sockets_after > step.sockets_idle + 2)
     )
     task_leak = (
         step.tasks_after is not None
@@ -1044,9 +1062,9 @@ def soak_report(step: Step) -> list[str]:
         and (step.tasks_after > step.tasks_idle + 2)
     )
     lines.append(
-        f"  after hang-up: fds {step.fds_after} (idle {step.fds_idle}), tasks "
+        f"  after hang-up: sockets {step.sockets_after} (idle {step.sockets_idle}), tasks "
         f"{step.tasks_after} (idle {step.tasks_idle}), active calls {step.active_after} → "
-        f"{'LEAK' if fd_leak or task_leak or step.active_after else 'no leak'}"
+        f"{'LEAK' if socket_leak or task_leak or step.active_after else 'no leak'}"
     )
     return lines
 

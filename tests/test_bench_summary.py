@@ -1,9 +1,13 @@
-"""The load bench's report: bridge/floor ratios pair the steps of the same N and repeat."""
+"""The load bench's report: bridge/floor ratios pair the steps of the same N and repeat, each
+mode against its own target; what a step leaves behind is counted in TCP sockets."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -165,3 +169,36 @@ def test_the_bridge_wrapper_counts_tasks_on_the_loop_and_writes_the_file_off_it(
     assert writers and all(ident != loop_thread for ident in writers)
     stamp, tasks = target.read_text().split()
     assert float(stamp) > 0 and int(tasks) == 2  # run() and the counter itself
+
+
+def test_each_mode_has_its_own_ratio_target() -> None:
+    load = load_bench()
+    steps = []
+    for mode in ("pcm16", "pcmu"):
+        for repeat in (0, 1):
+            steps.append(load.Step("bridge", mode, 100, repeat=repeat, cpu_ms=4.2))
+            steps.append(load.Step("floor", mode, 100, repeat=repeat, cpu_ms=3.0))  # 1.40
+    medians = [line for line in load.summary(steps) if "median of" in line]
+    assert [line.split()[0] + " " + line.rsplit(" ", 1)[1] for line in medians] == [
+        "pcm16 pass",  # ≤ 1.5
+        "pcmu FAIL",  # > 1.3
+    ]
+
+
+def test_what_a_step_leaves_behind_is_counted_in_tcp_sockets_only() -> None:
+    """A leaked call is a TCP connection; a worker's Unix sockets to its supervisor's table and
+    its metrics files stay open by design and are not counted."""
+    load = load_bench()
+    me = os.getpid()
+    before = load.tcp_socket_count(me, load.tcp_inodes())
+    unix_a, unix_b = socket.socketpair(socket.AF_UNIX)
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+    with tempfile.TemporaryFile():
+        try:
+            assert load.tcp_socket_count(me, load.tcp_inodes()) - before == 3
+        finally:
+            for sock in (unix_a, unix_b, listener, client, served):
+                sock.close()
+    assert load.tcp_socket_count(me, load.tcp_inodes()) == before
