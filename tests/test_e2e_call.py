@@ -48,6 +48,9 @@ async def test_full_call_greeting_reply_and_ordered_transcript(logs: LogCapture)
             session = await fake.wait_for_session()
             await wait_until(lambda: stream.played_ms_total >= GREETING_MS, 5, "the greeting")
             await stream.wait_playback_idle()
+            # The bridge has the greeting's last mark: the caller speaks after it, not over
+            # the filter's tail frame (which a loaded machine may still be delivering).
+            await logs.wait_for("transcript", 1)
             stream.say(speech_like(700))
             await session.wait_for_event("input_audio_buffer.committed", 5)
             await session.wait_for_event("response.done", 5, nth=2)
