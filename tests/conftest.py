@@ -176,6 +176,37 @@ async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "conditio
         await asyncio.sleep(0.005)
 
 
+class LoopLagWatch:
+    """How late this event loop ran a 2 ms timer at worst, while the watch ran.
+
+    Everything of an in-process call (bridge, fake caller, fake model) shares one loop, so a
+    machine that takes the CPU away from the test delays every timer and reader alike: the
+    fake caller's mark echoes leave late and the bridge learns of its playback late. A test
+    comparing the bridge's view of time with the caller's allows for what it measured here.
+    """
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + 0.002
+            await asyncio.sleep(0.002)
+            self.worst_ms = max(self.worst_ms, (loop.time() - asked) * 1000.0)
+
+    async def __aenter__(self) -> LoopLagWatch:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
 def wait_until_serving(
     base_url: str, proc: subprocess.Popen[Any], output: Callable[[], str], timeout: float = 30.0
 ) -> None:

@@ -13,10 +13,25 @@ from typing import Any
 from bridge.persona import DEFAULT_PERSONA, Persona, TurnDetectionConfig
 from bridge.sim import TwilioMediaStream
 from bridge.sim.audio import speech_like
-from tests.conftest import LogCapture, bridged_call, wait_until
+from tests.conftest import LogCapture, LoopLagWatch, bridged_call, wait_until
 from tests.fakes.realtime import FakeRealtimeServer, FakeSession, Say
 
 FRAME_MS = 20
+
+
+def within_a_frame(end_ms: float, heard_ms: float, lag: LoopLagWatch) -> None:
+    """The bridge's `audio_end_ms` is within one frame of what the caller heard at the clear.
+
+    Bridge and fake caller share this event loop: if the machine stalled it between the
+    bridge's reckoning and the caller's reading of `clear` (or held back the caller's mark
+    echoes), the caller played on meanwhile, so the stall measured in that window is allowed
+    on top of the frame.
+    """
+    error = end_ms - heard_ms
+    assert abs(error) <= FRAME_MS + lag.worst_ms, (
+        f"audio_end_ms {end_ms} is {error:+.1f} ms off what was heard ({heard_ms:.1f}); "
+        f"the loop stalled up to {lag.worst_ms:.1f} ms meanwhile"
+    )
 
 
 def truncates(session: FakeSession) -> list[dict[str, Any]]:
@@ -42,16 +57,18 @@ async def test_barge_in_during_the_greeting_truncates_within_one_frame_of_what_w
     # Unpaced, like the hosted service: the whole greeting is buffered at Twilio at once.
     async with FakeRealtimeServer("ga", script, ["hello"]) as fake:
         async with bridged_call(fake) as (_, stream, session):
-            await wait_until(lambda: stream.played_ms_total >= 1100, 5, "1.1 s of greeting")
-            stream.say(speech_like(500))
-            await wait_until(lambda: stream.clears, 5, "the clear")
+            await wait_until(lambda: stream.played_ms_total >= 900, 5, "0.9 s of greeting")
+            async with LoopLagWatch() as lag:
+                await wait_until(lambda: stream.played_ms_total >= 1100, 5, "1.1 s of greeting")
+                stream.say(speech_like(500))
+                await wait_until(lambda: stream.clears, 5, "the clear")
             await wait_until(lambda: truncates(session), 2, "the truncate")
             await session.wait_for_event("response.done", 5, nth=2)
             await wait_until(lambda: len(logs.events("transcript")) >= 2, 5, "transcripts")
         clear = stream.clears[0]
         truncate = truncates(session)[0]
         heard_ms = clear.played_ms_total
-        assert abs(truncate["audio_end_ms"] - heard_ms) <= FRAME_MS
+        within_a_frame(truncate["audio_end_ms"], heard_ms, lag)
         assert 1100 <= heard_ms < 4000
         greeting_item = session.server_events("response.output_item.added")[0]["item"]["id"]
         assert truncate["item_id"] == greeting_item
@@ -73,9 +90,11 @@ async def test_no_frame_of_the_interrupted_response_reaches_the_caller_after_cle
     script = [[Say("Greeting that runs on and on.", 5000)], [Say("Reply.", 600)]]
     async with FakeRealtimeServer("ga", script, ["stop"], speed=1.2) as fake:
         async with bridged_call(fake, no_interrupt_persona()) as (_, stream, session):
-            await wait_until(lambda: stream.played_ms_total >= 800, 5, "0.8 s of greeting")
-            stream.say(speech_like(400))
-            await wait_until(lambda: stream.clears, 5, "the clear")
+            await wait_until(lambda: stream.played_ms_total >= 600, 5, "0.6 s of greeting")
+            async with LoopLagWatch() as lag:
+                await wait_until(lambda: stream.played_ms_total >= 800, 5, "0.8 s of greeting")
+                stream.say(speech_like(400))
+                await wait_until(lambda: stream.clears, 5, "the clear")
             reply = await session.wait_for_event("response.created", 5, nth=2)
             await wait_until(
                 lambda: stream.played_ms_total - stream.clears[0].played_ms_total >= 600,
@@ -92,7 +111,7 @@ async def test_no_frame_of_the_interrupted_response_reaches_the_caller_after_cle
         cancels = session.client_events("response.cancel")
         assert len(cancels) == 1
         assert fake.violations == []
-        assert abs(truncates(session)[0]["audio_end_ms"] - stream.clears[0].played_ms_total) <= 20
+        within_a_frame(truncates(session)[0]["audio_end_ms"], stream.clears[0].played_ms_total, lag)
 
 
 async def test_two_barge_ins_in_a_row_each_truncate_their_own_item() -> None:
@@ -103,11 +122,15 @@ async def test_two_barge_ins_in_a_row_each_truncate_their_own_item() -> None:
     ]
     async with FakeRealtimeServer("ga", script, ["one", "two"]) as fake:
         async with bridged_call(fake) as (_, stream, session):
+            lags = []
             for n in range(2):
                 base = stream.clears[-1].played_ms_total if stream.clears else 0.0
-                await wait_until(lambda b=base: stream.played_ms_total - b >= 700, 6, "audio")
-                stream.say(speech_like(400))
-                await wait_until(lambda n=n: len(stream.clears) > n, 5, f"clear {n + 1}")
+                await wait_until(lambda b=base: stream.played_ms_total - b >= 500, 6, "audio")
+                async with LoopLagWatch() as lag:
+                    await wait_until(lambda b=base: stream.played_ms_total - b >= 700, 6, "audio")
+                    stream.say(speech_like(400))
+                    await wait_until(lambda n=n: len(stream.clears) > n, 5, f"clear {n + 1}")
+                lags.append(lag)
                 await wait_until(lambda n=n: len(truncates(session)) > n, 2, f"truncate {n + 1}")
             await session.wait_for_event("response.done", 5, nth=3)
         items = [e["item"]["id"] for e in session.server_events("response.output_item.added")]
@@ -117,8 +140,8 @@ async def test_two_barge_ins_in_a_row_each_truncate_their_own_item() -> None:
         ]
         got = [(t["item_id"], t["audio_end_ms"]) for t in truncates(session)]
         assert [g[0] for g in got] == items[:2]
-        for (_, end_ms), truly in zip(got, heard, strict=True):
-            assert abs(end_ms - truly) <= FRAME_MS
+        for (_, end_ms), truly, lag in zip(got, heard, lags, strict=True):
+            within_a_frame(end_ms, truly, lag)
         assert fake.violations == []
 
 
