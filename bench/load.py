@@ -67,6 +67,8 @@ from typing import Any
 
 import numpy as np
 
+from bridge.cli import worker_count
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PYTHON = sys.executable
@@ -404,7 +406,7 @@ def run_step(
 ) -> Step:
     step = Step(target, mode, calls, load=os.getloadavg()[0])
     if target == "bridge":
-        step.loops = (os.cpu_count() or 1) if opts.workers == "auto" else int(opts.workers)
+        step.loops = opts.workers
     tag = f"{target}-{mode}-{calls}"
     run = work / tag
     run.mkdir(parents=True, exist_ok=True)
@@ -838,9 +840,9 @@ def preamble(opts: argparse.Namespace) -> str:
         f"window {opts.duration:g} s after {opts.warmup:g} s warm-up; late = added latency > "
         f"{opts.late_ms:g} ms; valid = generator and fake-upstream p99 lateness ≤ "
         f"{opts.max_gen_lateness_ms:g} ms; servers as `voicebridge serve` runs\n"
-        "core% = the server's CPU in % of one core (≥ 90: SATURATED, its one event loop cannot "
-        "keep up); load = 1-min load average before the step; others = CPU cores busy outside "
-        "the bench's three processes during the window (other work on the machine)"
+        "core% = the server's CPU in % of one core (≥ 90 × its event loops: SATURATED, they "
+        "cannot keep up); load = 1-min load average before the step; others = CPU cores busy "
+        "outside the bench's three processes during the window (other work on the machine)"
     )
 
 
@@ -914,7 +916,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", default="bridge,floor")
     parser.add_argument(
         "--workers",
-        default="1",
+        type=worker_count,
+        default=1,
         help="the bridge's `serve --workers` (N or auto); CPU, RSS and sockets are summed over "
         "the supervisor and its workers",
     )

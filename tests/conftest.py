@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from bridge.app import create_app
 from bridge.logs import add_expiring_secrets, configure_logging, flush_logs
+from bridge.loop_lag import watch_loop_lag
 from bridge.persona import Persona
 from bridge.server import uvicorn_config
 from bridge.settings import Settings
@@ -177,7 +178,8 @@ async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "conditio
 
 
 class LoopLagWatch:
-    """How late this event loop ran a 2 ms timer at worst, while the watch ran.
+    """How late this event loop ran a 2 ms timer at worst, while the watch ran (the bridge's
+    own `watch_loop_lag`, sampled into `worst_ms` instead of the histogram).
 
     Everything of an in-process call (bridge, fake caller, fake model) shares one loop, so a
     machine that takes the CPU away from the test delays every timer and reader alike: the
@@ -189,15 +191,11 @@ class LoopLagWatch:
         self.worst_ms = 0.0
         self._task: asyncio.Task[None] | None = None
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            asked = loop.time() + 0.002
-            await asyncio.sleep(0.002)
-            self.worst_ms = max(self.worst_ms, (loop.time() - asked) * 1000.0)
+    def _observe(self, lag_s: float) -> None:
+        self.worst_ms = max(self.worst_ms, lag_s * 1000.0)
 
     async def __aenter__(self) -> LoopLagWatch:
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.create_task(watch_loop_lag(0.002, self._observe))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
