@@ -197,7 +197,9 @@ async def test_the_recording_is_both_sides_in_stereo_on_the_calls_timeline(
     record = tmp_path / "call.wav"
     script = [[Say("Hello", 1000)], [Say("Answer", 800)]]
     line = tts_ulaw("hello there")
-    async with FakeRealtimeServer("ga", script, ["hello there"], speed=1.0) as fake:
+    # A fifth ahead of real time, as the hosted service streams ahead of playback: paced at
+    # exactly real time, every delta that came a millisecond late left a gap at the caller.
+    async with FakeRealtimeServer("ga", script, ["hello there"], speed=1.2) as fake:
         settings = make_settings(OPENAI_API_KEY="sk-test-0123456789", REALTIME_URL=fake.url)
         async with running_bridge(settings) as bridge:
             report = await run_call(
